@@ -1,0 +1,124 @@
+"""Wave Network configuration (Zhang & Sheng, "Wave Network: An Ultra-Small Language Model", arXiv 2411.02674)."""
+
+from transformers import PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+WAVE_MODES = ("modulation", "interference")
+WAVE_READOUTS = ("real_imag", "real", "magnitude")
+POOLINGS = ("mean", "cls")
+POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "none")
+
+# Every checkpoint names all Wave classes, so `trust_remote_code` loading works through each Auto class,
+# whichever class was saved (transformers only records the saved class by itself).
+WAVE_AUTO_MAP = {
+    "AutoConfig": "configuration_wave.WaveConfig",
+    "AutoModel": "modeling_wave.WaveModel",
+    "AutoModelForSequenceClassification": "modeling_wave.WaveForSequenceClassification",
+}
+
+
+class WaveConfig(PreTrainedConfig):
+    r"""
+    Configuration of a Wave Network ([`WaveModel`] and its heads). The defaults give the paper's single-layer,
+    768-wide model with the BERT uncased vocabulary.
+
+    Args:
+        vocab_size (`int`, defaults to 30522): number of token ids (BERT uncased WordPiece).
+        hidden_size (`int`, defaults to 768): width d of token embeddings and waves ("following BERT base").
+        num_hidden_layers (`int`, defaults to 1): number of stacked [`WaveLayer`]s (paper Eq. 8).
+        intermediate_size (`int`, defaults to 3072): width of the feed-forward block after each wave operation.
+        hidden_act (`str`, defaults to `"gelu"`): activation of the feed-forward block (any key of `ACT2FN`).
+        hidden_dropout_prob (`float`, defaults to 0.1): dropout D of Eq. (8), also on embeddings and feed-forward.
+        classifier_dropout (`float`, *optional*): dropout before the classifier; `hidden_dropout_prob` if `None`.
+        max_position_embeddings (`int`, defaults to 512): longest input for `position_embedding_type="learned"`.
+        position_embedding_type (`str`, defaults to `"learned"`): `"learned"`, `"sinusoidal"` (scaled to the
+            embeddings' initial amplitude, any length) or `"none"`.
+        wave_mode (`str`, defaults to `"modulation"`): `"modulation"` (complex product, Eqs. 6-7) or
+            `"interference"` (complex sum, Eqs. 3-5).
+        wave_readout (`str`, defaults to `"real_imag"`): how g of Eq. (8) turns the complex result back into a real
+            token vector before its linear map: `"real_imag"` (Re and Im concatenated), `"real"` (Re only) or
+            `"magnitude"` (|Z|; refused with modulation, where |Z Z'| = G G' is the same for every token).
+        pooling (`str`, defaults to `"mean"`): text vector for the heads: `"mean"` over real tokens or the first real
+            token (`"cls"`).
+        layer_norm_eps (`float`, defaults to 1e-12): epsilon of the LayerNorms.
+        wave_eps (`float`, defaults to 1e-6): added under the square root of the wave's imaginary part, so that
+            one-token texts (where G^2 - w^2 = 0) have finite gradients.
+        initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.
+        pad_token_id (`int`, defaults to 0): id of the padding token ([PAD] in BERT's vocabulary).
+
+    Example:
+
+    ```python
+    >>> from modeling_wave import WaveConfig, WaveForSequenceClassification
+    >>> config = WaveConfig(wave_mode="interference", num_labels=4)
+    >>> model = WaveForSequenceClassification(config)
+    ```
+    """
+
+    model_type = "wave"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 1
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    classifier_dropout: float | int | None = None
+    max_position_embeddings: int = 512
+    position_embedding_type: str = "learned"
+    wave_mode: str = "modulation"
+    wave_readout: str = "real_imag"
+    pooling: str = "mean"
+    layer_norm_eps: float = 1e-12
+    wave_eps: float = 1e-6
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.auto_map = {**WAVE_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        self.check_wave_fields()
+
+    def check_wave_fields(self):
+        """Raise a `ValueError` naming the first field whose value the Wave Network cannot use."""
+        _check_choice("wave_mode", self.wave_mode, WAVE_MODES)
+        _check_choice("wave_readout", self.wave_readout, WAVE_READOUTS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("layer_norm_eps", "wave_eps", "initializer_range"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")
+        for name in ("hidden_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"`pad_token_id` must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}.")
+        if self.wave_mode == "modulation" and self.wave_readout == "magnitude":
+            raise ValueError(
+                '`wave_readout="magnitude"` cannot be used with `wave_mode="modulation"`: |Z Z\'| = G G\' is the same '
+                'for every token of a text, so all token information is lost. Use "real_imag" or "real".'
+            )
+        if self.wave_mode == "interference" and self.wave_readout == "real":
+            logger.warning_once(
+                'wave_mode="interference" with wave_readout="real" reads out w + w\' only: no token sees any other '
+                'token. Use "real_imag" or "magnitude" for a Wave Network that mixes tokens.'
+            )
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+__all__ = ["WaveConfig"]
