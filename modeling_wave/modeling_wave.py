@@ -244,11 +244,17 @@ class WaveModel(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        token_type_ids (`torch.LongTensor`, *optional*):
+            Accepted so that `model(**tokenizer(texts))` works with BERT tokenizers, and ignored: the Wave Network
+            has no segment embeddings.
+        """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -343,6 +349,7 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
@@ -350,6 +357,8 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         r"""
+        token_type_ids (`torch.LongTensor`, *optional*):
+            Accepted from BERT tokenizers and ignored (no segment embeddings).
         labels (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Class indices in `[0, num_labels)` (cross-entropy), real targets if `num_labels == 1` (mean squared
             error), or multi-hot float targets with `problem_type="multi_label_classification"` (BCE with logits).
