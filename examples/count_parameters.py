@@ -1,0 +1,30 @@
+#!/usr/bin/env python
+"""Parameter counts of the model presets, with and without the embedding tables, as a Markdown table.
+
+    python examples/count_parameters.py [configuration/wave-*.json ...]
+"""
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from modeling_wave import WaveConfig, WaveForSequenceClassification  # noqa: E402
+
+
+def main(paths: list[str]):
+    paths = paths or sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configuration").glob("wave-*.json"))
+    print("| preset | d | layers | FFN width | parameters | without embeddings |")
+    print("|---|---|---|---|---|---|")
+    for path in paths:
+        config = WaveConfig.from_pretrained(REPO_ROOT / path)
+        model = WaveForSequenceClassification(config)
+        print(
+            f"| `{path}` | {config.hidden_size} | {config.num_hidden_layers} | {config.intermediate_size} | "
+            f"{model.num_parameters():,} | {model.num_parameters(exclude_embeddings=True):,} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
