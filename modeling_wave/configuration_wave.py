@@ -18,6 +18,9 @@ WAVE_AUTO_MAP = {
     "AutoConfig": "configuration_wave.WaveConfig",
     "AutoModel": "modeling_wave.WaveModel",
     "AutoModelForSequenceClassification": "modeling_wave.WaveForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_wave.WaveForTokenClassification",
+    "AutoModelForMaskedLM": "modeling_wave.WaveForMaskedLM",
+    "AutoModelForCausalLM": "modeling_wave.WaveForCausalLM",
 }
 
 
@@ -51,6 +54,13 @@ class WaveConfig(PreTrainedConfig):
             one-token texts (where G^2 - w^2 = 0) have finite gradients.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.
         pad_token_id (`int`, defaults to 0): id of the padding token ([PAD] in BERT's vocabulary).
+        tie_word_embeddings (`bool`, defaults to `True`): the language-model heads ([`WaveForMaskedLM`],
+            [`WaveForCausalLM`]) share their output projection with the input token embeddings.
+        is_decoder (`bool`, defaults to `False`): causal (left-to-right) wave statistics: the global semantics G_t of
+            token t is the norm over tokens 1..t only (a running sum of squares), so no token sees a later one.
+            [`WaveForCausalLM`] sets it; the bidirectional G of Eq. (1) over the whole text otherwise.
+        use_cache (`bool`, defaults to `True`): with `is_decoder`, return a [`WaveCache`] (the running sums of squares
+            of every layer, constant in size) so that generation feeds one new token per step.
 
     Example:
 
@@ -80,6 +90,8 @@ class WaveConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
+    is_decoder: bool = False
+    use_cache: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -95,6 +107,9 @@ class WaveConfig(PreTrainedConfig):
         _check_choice("hidden_act", self.hidden_act, tuple(ACT2FN))
         if self.problem_type is not None:  # the loss of `WaveForSequenceClassification`; None: chosen from the labels
             _check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        for name in ("is_decoder", "use_cache", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "max_position_embeddings"):
             _check_positive_int(name, getattr(self, name))
         if isinstance(self.intermediate_size, bool) or not isinstance(self.intermediate_size, int):

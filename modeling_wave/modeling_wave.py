@@ -4,19 +4,30 @@ X. Zhang and V. S. Sheng, "Wave Network: An Ultra-Small Language Model", arXiv 2
 Every token is a complex vector Z = G exp(i alpha): its magnitude G is the global semantics of the whole text,
 its phase alpha how the token relates to it. Two such representations are combined element-wise by
 interference (Z + Z') or modulation (Z * Z'), at a cost linear in the sequence length.
+
+A causal Wave Network (`config.is_decoder`, used by `WaveForCausalLM`) gives token t the global semantics of tokens
+1..t only: G_t = sqrt(sum_{j<=t} w_j^2), a running sum of squares. Generation then carries just these sums from one
+step to the next (`WaveCache`), constant in size, where a Transformer keeps the keys and values of every token.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from transformers.utils import logging
 
 from .configuration_wave import WaveConfig
@@ -56,31 +67,52 @@ class WaveEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
-def wave_context(w: torch.Tensor, eps: float) -> torch.Tensor:
+def global_energy(
+    w: torch.Tensor, causal: bool = False, past_energy: torch.Tensor | None = None
+) -> torch.Tensor:
+    """G^2 of Eq. (1) as each token sees it: G_k^2 = sum_j w_{j,k}^2, over the *tokens*, one value per dimension.
+
+    Bidirectional: the sum over the whole text, (B, T, D) -> (B, 1, D). Causal: the running (prefix) sum over tokens
+    1..t, (B, T, D) -> (B, T, D), plus `past_energy` (B, D), the sum over the tokens of earlier calls (`WaveCache`).
+    A global G in a causal model would leak the future. Pads must be zero in `w`: they then add exactly nothing.
+    """
+    energy = w.square()  # (B, T, D)
+    if not causal:
+        return energy.sum(dim=1, keepdim=True)  # (B, 1, D)
+    prefix_energy = energy.cumsum(dim=1)  # (B, T, D): G_t^2 over tokens 1..t
+    return prefix_energy if past_energy is None else prefix_energy + past_energy.unsqueeze(1)
+
+
+def wave_context(w: torch.Tensor, eps: float, total_energy: torch.Tensor | None = None) -> torch.Tensor:
     """Imaginary part s = G sin(alpha) of a token wave, from its real part w (paper Eqs. 1-2).
 
-    Eq. (1): G_k = sqrt(sum_j w_{j,k}^2), the L2 norm over the *tokens* of the text, one value per dimension.
+    Eq. (1): G_k = sqrt(sum_j w_{j,k}^2), the L2 norm over the *tokens* of the text, one value per dimension;
+             `total_energy` is G^2 from `global_energy` (over the whole text if None).
     Eq. (2): alpha = arctan2(sqrt(1 - (w/G)^2), w/G), so G cos(alpha) = w and
              G sin(alpha) = sqrt(G^2 - w^2) = sqrt(energy of all the other tokens in that dimension).
 
     Pads must already be zero in `w` so that G counts real tokens only; `eps` keeps the gradient of the square
     root finite where one token holds all of a dimension's energy (G^2 - w^2 = 0, e.g. any one-token text).
     """
-    energy = w.square()  # (B, T, D)
-    total_energy = energy.sum(dim=1, keepdim=True)  # (B, 1, D): G^2, Eq. (1)
-    return torch.sqrt((total_energy - energy).clamp_min(0) + eps)
+    if total_energy is None:
+        total_energy = global_energy(w)  # (B, 1, D): G^2, Eq. (1)
+    return torch.sqrt((total_energy - w.square()).clamp_min(0) + eps)
 
 
-def wave_operation(w: torch.Tensor, w_prime: torch.Tensor, mode: str, eps: float = 1e-6):
+def wave_operation(
+    w: torch.Tensor, w_prime: torch.Tensor, mode: str, eps: float = 1e-6, energy: torch.Tensor | None = None
+):
     """Combine the waves Z = w + i s and Z' = w' + i s' of two token variants, without trigonometry.
 
     Z_j = G exp(i alpha_j) (Eqs. 1-2) equals w_j + i s_j with s from `wave_context`, so
         interference, Eqs. (3)-(5):  Z + Z' = (w + w')        + i (s + s')
         modulation,   Eqs. (6)-(7):  Z * Z' = (w w' - s s')   + i (w s' + w' s)
     (magnitudes multiply, G G', and phases add, alpha + alpha'). Inputs are (B, T, D) with pads zeroed;
-    returns the real and imaginary parts, each (B, T, D).
+    returns the real and imaginary parts, each (B, T, D). `energy` holds G^2 of w and w' side by side,
+    (B, 1 or T, 2D), e.g. the prefix sums of a causal model; None: Eq. (1) over the whole text.
     """
-    s, s_prime = wave_context(w, eps), wave_context(w_prime, eps)
+    energy, energy_prime = (None, None) if energy is None else energy.chunk(2, dim=-1)
+    s, s_prime = wave_context(w, eps, energy), wave_context(w_prime, eps, energy_prime)
     if mode == "interference":
         return w + w_prime, s + s_prime
     return w * w_prime - s * s_prime, w * s_prime + w_prime * s
@@ -90,22 +122,30 @@ class WaveOperation(nn.Module):
     """f and g of Eq. (8): two variants of every token, their wave interference or modulation, and the readout
     g that turns the complex result back into a real token vector ("restore to word embedding", Fig. 6b)."""
 
-    def __init__(self, config: WaveConfig):
+    def __init__(self, config: WaveConfig, layer_idx: int = 0):
         super().__init__()
         self.mode = config.wave_mode
         self.readout_type = config.wave_readout
         self.eps = config.wave_eps
+        self.causal = config.is_decoder  # G over tokens 1..t instead of the whole text
+        self.layer_idx = layer_idx  # where this layer's running sums live in a `WaveCache`
         # The two variants w and w' of Section 4, computed by one fused Linear(d, 2d).
         self.projection = nn.Linear(config.hidden_size, 2 * config.hidden_size)
         readout_width = 2 * config.hidden_size if config.wave_readout == "real_imag" else config.hidden_size
         self.readout = nn.Linear(readout_width, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, token_mask=None, past_key_values=None) -> torch.Tensor:
         variants = _upcast_half(self.projection(hidden_states))  # (B, T, 2D), at least float32
         if token_mask is not None:
             variants = variants * token_mask  # the projection's bias would turn pads back into tokens
+        energy = None  # bidirectional: G^2 over the whole text, Eq. (1), inside `wave_operation`
+        if self.causal:
+            past_energy = None if past_key_values is None else past_key_values.energy[self.layer_idx]
+            energy = global_energy(variants, causal=True, past_energy=past_energy)  # (B, T, 2D): G_t^2 of w and w'
+            if past_key_values is not None:
+                past_key_values.energy[self.layer_idx] = energy[:, -1]  # (B, 2D): the sums over every token so far
         w, w_prime = variants.chunk(2, dim=-1)  # (B, T, D) each
-        real, imag = wave_operation(w, w_prime, self.mode, self.eps)
+        real, imag = wave_operation(w, w_prime, self.mode, self.eps, energy)
         if self.readout_type == "real_imag":
             features = torch.cat([real, imag], dim=-1)  # (B, T, 2D)
         elif self.readout_type == "real":
@@ -134,17 +174,18 @@ class WaveLayer(GradientCheckpointingLayer):
     """One Wave block, Eq. (8): W_{n+1} = W_n + D(g(f_{n+1}(W_n))), post-norm as BERT and FNet:
     wave -> g -> dropout -> residual -> LayerNorm [-> feed-forward -> dropout -> residual -> LayerNorm]."""
 
-    def __init__(self, config: WaveConfig):
+    def __init__(self, config: WaveConfig, layer_idx: int = 0):
         super().__init__()
-        self.wave = WaveOperation(config)
+        self.wave = WaveOperation(config, layer_idx)
         self.wave_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.feed_forward = WaveFeedForward(config) if config.intermediate_size > 0 else None
         if self.feed_forward is not None:
             self.output_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden_states = self.wave_layer_norm(hidden_states + self.dropout(self.wave(hidden_states, token_mask)))
+    def forward(self, hidden_states: torch.Tensor, token_mask=None, past_key_values=None) -> torch.Tensor:
+        wave_output = self.wave(hidden_states, token_mask, past_key_values)
+        hidden_states = self.wave_layer_norm(hidden_states + self.dropout(wave_output))
         if self.feed_forward is None:
             return hidden_states
         return self.output_layer_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
@@ -155,12 +196,12 @@ class WaveEncoder(nn.Module):
 
     def __init__(self, config: WaveConfig):
         super().__init__()
-        self.layer = nn.ModuleList([WaveLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layer = nn.ModuleList([WaveLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, token_mask=None, output_hidden_states=False):
+    def forward(self, hidden_states, token_mask=None, output_hidden_states=False, past_key_values=None):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layer:
-            hidden_states = layer(hidden_states, token_mask)
+            hidden_states = layer(hidden_states, token_mask, past_key_values=past_key_values)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         return hidden_states, all_hidden_states
@@ -178,6 +219,67 @@ def pool_text(hidden_states: torch.Tensor, token_mask: torch.Tensor | None, pool
     mask = token_mask.to(hidden_states.dtype)
     # An all-padding row has no tokens: clamp the count so it pools to zeros instead of NaN.
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+
+class WaveLMHead(nn.Module):
+    """Scores over the vocabulary for every token, as BERT's language-model head: dense -> activation -> LayerNorm ->
+    decoder. The decoder's weight is the input embedding table (`config.tie_word_embeddings`); its bias is its own."""
+
+    def __init__(self, config: WaveConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(self.activation(self.dense(hidden_states))))  # (B, T, V)
+
+
+class WaveCache:
+    """The state a causal Wave Network carries from one decoding step to the next: no keys, no values.
+
+    Per layer, the running sums of squares of the two variants w and w' over every token so far, (B, 2D): the G_t^2
+    of Eq. (1) that the next token extends (see `global_energy`). Plus, per text, how many real tokens it has seen,
+    for the next position. Its size is num_layers x B x 2D whatever the length, where a Transformer's KV cache grows
+    by 2 x num_layers x B x D values with every token. Pads add exactly zero to the sums, so left padding is exact.
+    """
+
+    is_compileable = False  # what `generate` asks of a cache before it considers compiling the forward pass
+
+    def __init__(self, config: WaveConfig):
+        self.energy: list[torch.Tensor | None] = [None] * config.num_hidden_layers  # (B, 2D) per layer
+        self.seen_tokens: torch.Tensor | None = None  # (B,): real tokens per text, i.e. the next position
+        self.seq_length = 0  # positions fed so far, pads included (what `generate` calls the cache length)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seq_length
+
+    def update_length(self, token_mask: torch.Tensor | None, batch_size: int, seq_length: int, device):
+        """Count the tokens of a forward call; the layers have already added their energies."""
+        new_tokens = torch.full((batch_size,), seq_length, device=device)
+        if token_mask is not None:
+            new_tokens = token_mask.squeeze(-1).sum(dim=1).long()  # (B,)
+        self.seen_tokens = new_tokens if self.seen_tokens is None else self.seen_tokens + new_tokens
+        self.seq_length += seq_length
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        """Follow the beams that beam search keeps."""
+        self.energy = [None if e is None else e.index_select(0, beam_idx.to(e.device)) for e in self.energy]
+        if self.seen_tokens is not None:
+            self.seen_tokens = self.seen_tokens.index_select(0, beam_idx.to(self.seen_tokens.device))
+
+    def nbytes(self) -> int:
+        """Memory held by the cache, in bytes."""
+        tensors = [e for e in self.energy if e is not None] + [t for t in (self.seen_tokens,) if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass
+class WaveModelOutput(BaseModelOutputWithPooling):
+    """`BaseModelOutputWithPooling` plus the `WaveCache` of a causal model (`past_key_values`)."""
+
+    past_key_values: WaveCache | None = None
 
 
 def _upcast_half(x: torch.Tensor) -> torch.Tensor:
@@ -247,46 +349,91 @@ class WaveModel(WavePreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        past_key_values: WaveCache | None = None,
+        use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> WaveModelOutput | tuple:
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
             Accepted so that `model(**tokenizer(texts))` works with BERT tokenizers, and ignored: the Wave Network
             has no segment embeddings.
+        past_key_values (`WaveCache`, *optional*):
+            Causal models (`config.is_decoder`) only: the running sums of earlier calls, updated in place, so that
+            the input holds only the new tokens. `attention_mask` may cover the earlier tokens too (as `generate`
+            passes it).
+        use_cache (`bool`, *optional*):
+            Causal models only: return the `WaveCache` (a new one if none is passed). Defaults to `config.use_cache`.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        batch_size, seq_length = self._check_inputs(input_ids, attention_mask, inputs_embeds)
+        past_key_values = self._prepare_cache(past_key_values, use_cache)
+        past_length = 0 if past_key_values is None else past_key_values.get_seq_length()
+        batch_size, seq_length = self._check_inputs(input_ids, attention_mask, inputs_embeds, past_length)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -seq_length:]  # the new tokens' part of a mask that covers the past
 
         token_mask = None if attention_mask is None else (attention_mask != 0).unsqueeze(-1)  # (B, T, 1)
         if position_ids is None:
-            position_ids = self._position_ids(attention_mask, batch_size, seq_length, device)
+            past_tokens = None if past_key_values is None else past_key_values.seen_tokens
+            position_ids = self._position_ids(attention_mask, batch_size, seq_length, device, past_tokens)
         self._check_positions(position_ids)
 
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, D)
         if token_mask is not None:
             token_mask = token_mask.to(_upcast_half(hidden_states).dtype)
-        sequence_output, all_hidden_states = self.encoder(hidden_states, token_mask, output_hidden_states)
+        sequence_output, all_hidden_states = self.encoder(
+            hidden_states, token_mask, output_hidden_states, past_key_values
+        )
+        if past_key_values is not None:
+            past_key_values.update_length(token_mask, batch_size, seq_length, device)
         pooled_output = pool_text(sequence_output, token_mask, self.config.pooling)  # (B, D)
 
         if not return_dict:
-            return tuple(v for v in (sequence_output, pooled_output, all_hidden_states) if v is not None)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=sequence_output, pooler_output=pooled_output, hidden_states=all_hidden_states
+            outputs = (sequence_output, pooled_output, all_hidden_states, past_key_values)
+            return tuple(v for v in outputs if v is not None)
+        return WaveModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=all_hidden_states,
+            past_key_values=past_key_values,
         )
 
-    @staticmethod
-    def _position_ids(attention_mask, batch_size, seq_length, device):
-        """Count positions over real tokens only, so left padding does not shift them."""
-        if attention_mask is None:
-            return torch.arange(seq_length, device=device).expand(batch_size, seq_length)
-        return ((attention_mask != 0).long().cumsum(dim=-1) - 1).clamp_min(0)
+    def _prepare_cache(self, past_key_values, use_cache):
+        """The `WaveCache` to fill: the one passed, a new one if `use_cache`, or None. Causal models only."""
+        if not self.config.is_decoder:
+            if past_key_values is not None:
+                raise ValueError(
+                    "`past_key_values` needs a causal Wave Network (`is_decoder=True`, e.g. WaveForCausalLM): with "
+                    "the bidirectional G of Eq. (1), every token depends on the tokens after it."
+                )
+            return None
+        if past_key_values is not None and not isinstance(past_key_values, WaveCache):
+            raise ValueError(
+                "`past_key_values` must be a WaveCache (running sums of squares), got "
+                f"{type(past_key_values).__name__}."
+            )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache and self.training and self.is_activation_checkpointing:
+            use_cache = False  # checkpointed layers skip the cache (they run twice); a half-filled one would mislead
+        if past_key_values is None and use_cache:
+            past_key_values = WaveCache(self.config)
+        return past_key_values
 
-    def _check_inputs(self, input_ids, attention_mask, inputs_embeds):
+    @staticmethod
+    def _position_ids(attention_mask, batch_size, seq_length, device, past_tokens=None):
+        """Count positions over real tokens only, so left padding does not shift them; continue after the
+        `past_tokens` (B,) real tokens that a cache has already seen."""
+        if attention_mask is None:
+            positions = torch.arange(seq_length, device=device).expand(batch_size, seq_length)
+        else:
+            positions = ((attention_mask != 0).long().cumsum(dim=-1) - 1).clamp_min(0)
+        return positions if past_tokens is None else positions + past_tokens.unsqueeze(-1)
+
+    def _check_inputs(self, input_ids, attention_mask, inputs_embeds, past_length=0):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         if input_ids is not None:
@@ -314,9 +461,12 @@ class WaveModel(WavePreTrainedModel):
             shape = tuple(inputs_embeds.shape[:2])
         if shape[1] == 0:
             raise ValueError("The input has sequence length 0: a text needs at least one token.")
-        if attention_mask is not None and tuple(attention_mask.shape) != shape:
+        with_past = (shape[0], past_length + shape[1])  # a mask that also covers the cached tokens
+        if attention_mask is not None and tuple(attention_mask.shape) not in (shape, with_past):
+            also = f" (or cover the {past_length} cached tokens too)" if past_length else ""
             raise ValueError(
-                f"`attention_mask` must have the same shape as the input ids {shape}, got {tuple(attention_mask.shape)}."
+                f"`attention_mask` must have the same shape as the input ids {shape}{also}, got "
+                f"{tuple(attention_mask.shape)}."
             )
         return shape
 
@@ -420,8 +570,234 @@ def _check_class_labels(labels: torch.Tensor, num_labels: int):
         )
 
 
+class WaveForTokenClassification(WavePreTrainedModel):
+    """Wave Network with a linear classifier on every token (tagging: named entities, parts of speech, ...)."""
+
+    def __init__(self, config: WaveConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.config = config
+        self.wave = WaveModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TokenClassifierOutput | tuple:
+        r"""
+        token_type_ids (`torch.LongTensor`, *optional*):
+            Accepted from BERT tokenizers and ignored (no segment embeddings).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            A class index in `[0, num_labels)` per token; -100 (pads, special tokens, sub-words) is ignored.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.wave(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
+        loss = None if labels is None else self._loss(logits, labels)
+
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.to(logits.device)
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(
+                f"Token labels must have the shape of the input ids {tuple(logits.shape[:2])}, got "
+                f"{tuple(labels.shape)}."
+            )
+        if not torch.compiler.is_compiling():
+            _check_class_labels(labels, self.num_labels)
+        return CrossEntropyLoss()(logits.reshape(-1, self.num_labels), labels.reshape(-1))  # ignores -100
+
+
+class WaveForMaskedLM(WavePreTrainedModel):
+    """Wave Network with a language-model head that predicts masked tokens from both sides (BERT's pre-training
+    objective). Its output projection is the input embedding table."""
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "wave.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: WaveConfig):
+        super().__init__(config)
+        if config.is_decoder:
+            logger.warning(
+                "WaveForMaskedLM with `is_decoder=True` sees only the tokens before each position; set "
+                "`is_decoder=False` for the bidirectional G of Eq. (1)."
+            )
+        self.config = config
+        self.wave = WaveModel(config)
+        self.lm_head = WaveLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MaskedLMOutput | tuple:
+        r"""
+        token_type_ids (`torch.LongTensor`, *optional*):
+            Accepted from BERT tokenizers and ignored (no segment embeddings).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            The original token id at every masked position and -100 everywhere else (ignored), as
+            `DataCollatorForLanguageModeling` makes them.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.wave(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            loss = CrossEntropyLoss()(logits.float().reshape(-1, self.config.vocab_size), labels.reshape(-1))
+
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
+    """Left-to-right Wave language model: the causal wave, in which token t sees the global semantics of tokens
+    1..t only (G_t^2 a running sum of squares, see `global_energy`), and a language-model head tied to the input
+    embeddings. `generate()` carries a `WaveCache` from step to step: per layer two running sums, (B, 2D), whatever
+    the length, instead of a key/value cache that grows with every token."""
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "wave.embeddings.word_embeddings.weight"}
+    _is_stateful = True  # running sums cannot be rolled back to an earlier token: no assisted generation
+
+    def __init__(self, config: WaveConfig):
+        if not config.is_decoder:
+            logger.info("WaveForCausalLM sets `is_decoder=True`: a causal model must not see later tokens.")
+            config.is_decoder = True
+        super().__init__(config)
+        self.config = config
+        self.wave = WaveModel(config)
+        self.lm_head = WaveLMHead(config)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # `generate` must not impose a key/value cache: the model makes its own `WaveCache`
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: WaveCache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> CausalLMOutputWithPast | tuple:
+        r"""
+        token_type_ids (`torch.LongTensor`, *optional*):
+            Accepted from BERT tokenizers and ignored (no segment embeddings).
+        past_key_values (`WaveCache`, *optional*):
+            The running sums of the tokens before `input_ids` (from an earlier call with `use_cache=True`), updated in
+            place. `attention_mask` may cover those earlier tokens too.
+        use_cache (`bool`, *optional*):
+            Return the `WaveCache` (defaults to `config.use_cache`; off when `labels` are given).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Usually the input ids: the scores at position t are trained to predict token t + 1. -100 is ignored.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            Score only the last `logits_to_keep` positions (0: all), or the positions in a 1-D tensor; `generate`
+            asks for the last one, which spares a (B, T, vocab_size) tensor on long prompts.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            use_cache = False
+        outputs = self.wave(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(outputs.last_hidden_state[:, kept])  # (B, T or kept, V)
+        loss = None if labels is None else self._loss(logits, labels)
+
+        if not return_dict:
+            output = (logits, outputs.past_key_values, outputs.hidden_states)
+            return tuple(v for v in ((loss,) + output) if v is not None)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy: the scores at t predict label t + 1; -100 (pads) is ignored."""
+        labels = labels.to(logits.device)
+        if labels.shape != logits.shape[:2]:
+            raise ValueError(
+                f"Labels must have the shape of the scored positions {tuple(logits.shape[:2])}, got "
+                f"{tuple(labels.shape)} (pass logits_to_keep=0 with labels)."
+            )
+        shift_logits = logits[:, :-1].float().reshape(-1, self.config.vocab_size)  # ((T - 1) B, V)
+        return CrossEntropyLoss()(shift_logits, labels[:, 1:].reshape(-1))
+
+
 WaveConfig.register_for_auto_class()
 WaveModel.register_for_auto_class("AutoModel")
 WaveForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+WaveForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+WaveForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
+WaveForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["WaveForSequenceClassification", "WaveModel", "WavePreTrainedModel"]
+__all__ = [
+    "WaveCache",
+    "WaveForCausalLM",
+    "WaveForMaskedLM",
+    "WaveForSequenceClassification",
+    "WaveForTokenClassification",
+    "WaveModel",
+    "WavePreTrainedModel",
+]

@@ -245,6 +245,9 @@ def test_pushed_config_maps_every_auto_class_to_the_hub_code(hub, pushed):
         "AutoConfig": "configuration_wave.WaveConfig",
         "AutoModel": "modeling_wave.WaveModel",
         "AutoModelForSequenceClassification": "modeling_wave.WaveForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_wave.WaveForTokenClassification",
+        "AutoModelForMaskedLM": "modeling_wave.WaveForMaskedLM",
+        "AutoModelForCausalLM": "modeling_wave.WaveForCausalLM",
     }
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 

@@ -908,6 +908,9 @@ def test_checkpoint_carries_code_and_auto_map(model_class, tester, tmp_path):
         "AutoConfig": "configuration_wave.WaveConfig",
         "AutoModel": "modeling_wave.WaveModel",
         "AutoModelForSequenceClassification": "modeling_wave.WaveForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_wave.WaveForTokenClassification",
+        "AutoModelForMaskedLM": "modeling_wave.WaveForMaskedLM",
+        "AutoModelForCausalLM": "modeling_wave.WaveForCausalLM",
     }
     package = Path(modeling_wave.__file__).parent
     for name in ("modeling_wave.py", "configuration_wave.py"):

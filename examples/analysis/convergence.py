@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Convergence (Token2Wave, arXiv 2411.06989): test accuracy and loss against training batches.
+
+    python examples/analysis/convergence.py [--quick] [--data_dir ../shared/data/imdb] [--models a,b,...]
+
+Every model of the preset (Wave modulation and interference, a randomly initialised one-layer BERT, pre-trained
+all-MiniLM-L6-v2 fine-tuned) trains on the same IMDB batches (500 of 32 texts, length 256) and is evaluated on
+the same fixed test sample (500 reviews) before training and every 10 batches. Writes to the output folder:
+convergence.json (every series and the settings), convergence.md (a table) and convergence.png (accuracy and
+loss against batches).
+"""
+
+import sys
+
+import matplotlib.pyplot as plt
+
+from common import (
+    COLORS,
+    AnalysisData,
+    budget_label,
+    build_model,
+    markdown_table,
+    moving_average,
+    output_dir,
+    parameter_counts,
+    parse_settings,
+    run_info,
+    save_figure,
+    train,
+    training_samples,
+    write_json,
+    write_markdown,
+)
+
+BUDGET_FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # table columns: test accuracy after this share of the batches
+
+
+def main(argv: list[str] | None = None) -> dict:
+    settings = parse_settings("convergence", __doc__, argv)
+    folder = output_dir(settings)
+    data = AnalysisData(settings, training_samples(settings), settings["eval_samples"])
+    results = {}
+    for name in settings["models"]:
+        spec = settings["model_specs"][name]
+        model = build_model(name, settings, data.num_labels)
+        history = train(model, data, settings, spec["learning_rate"], label=name)
+        results[name] = {"learning_rate": spec["learning_rate"], **parameter_counts(model), **history}
+        del model
+    payload = {"run": run_info(settings), "test_samples": len(data.test), "models": results}
+    write_json(folder / "convergence.json", payload)
+    plot(payload, settings, folder / "convergence.png")
+    write_markdown(folder / "convergence.md", table(payload, settings))
+    return payload
+
+
+def plot(payload: dict, settings: dict, path):
+    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, result in payload["models"].items():
+        color = COLORS.get(name)
+        steps = [e["step"] for e in result["eval"]]
+        accuracy_axis.plot(steps, [e["accuracy"] for e in result["eval"]], "-o", ms=2.5, color=color, label=name)
+        loss_axis.plot(steps, [e["loss"] for e in result["eval"]], "-o", ms=2.5, color=color, label=f"{name} (test)")
+        window = max(1, settings["eval_every"])
+        smoothed = moving_average(result["train_loss"], window)
+        loss_axis.plot(result["step"][len(result["step"]) - len(smoothed):], smoothed, "--", lw=0.8, color=color,
+                       alpha=0.7, label=f"{name} (train, mean of {window})")
+    accuracy_axis.axhline(0.5, color="grey", lw=0.6, ls=":")
+    accuracy_axis.set(xlabel="training batches", ylabel=f"test accuracy ({payload['test_samples']} reviews)",
+                      title="Test accuracy")
+    loss_axis.set(xlabel="training batches", ylabel="cross-entropy", title="Loss")
+    accuracy_axis.legend(fontsize=8)
+    loss_axis.legend(fontsize=7)
+    figure.suptitle(budget_label(settings), fontsize=9)
+    save_figure(figure, path)
+
+
+def accuracy_at(result: dict, step: int) -> float:
+    """Test accuracy at the evaluation closest to `step` (not after it)."""
+    done = [e for e in result["eval"] if e["step"] <= step]
+    return done[-1]["accuracy"] if done else float("nan")
+
+
+def table(payload: dict, settings: dict) -> str:
+    every = max(1, settings["eval_every"])  # snap to evaluated batches
+    steps = sorted({max(every, round(f * settings["max_steps"] / every) * every) for f in BUDGET_FRACTIONS})
+    header = ["model", "parameters (without embeddings)", "learning rate"]
+    header += [f"test accuracy, batch {s}" for s in steps] + ["best (batch)", "final test loss", "s / batch"]
+    rows = []
+    for name, result in payload["models"].items():
+        best = max(result["eval"], key=lambda e: e["accuracy"])
+        rows.append(
+            [name, f"{result['parameters']:,} ({result['parameters_without_embeddings']:,})", result["learning_rate"]]
+            + [f"{accuracy_at(result, s):.4f}" for s in steps]
+            + [f"{best['accuracy']:.4f} ({best['step']})", f"{result['eval'][-1]['loss']:.4f}",
+               f"{result['seconds_per_batch']:.2f}"]
+        )
+    return f"{budget_label(settings)}; test sample of {payload['test_samples']} reviews.\n\n" + markdown_table(header, rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

