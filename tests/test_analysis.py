@@ -97,7 +97,8 @@ def test_embeddings_quick(data_dir, tmp_path):
     payload = run_quick(embeddings, data_dir, tmp_path)
     assert_outputs(tmp_path, "embeddings.json", "embeddings.png", "embeddings.md")
     grid = {(r["model"], r["embeddings"]) for r in payload["runs"]}
-    assert grid == {(m, e) for m in ("wave-modulation", "wave-interference", "bert-1layer") for e in embeddings.EMBEDDINGS}
+    models = ("wave-modulation", "wave-interference", "bert-1layer")
+    assert grid == {(m, e) for m in models for e in embeddings.EMBEDDINGS}
     assert payload["hidden_size"] == 384
     frozen = {r["model"]: r for r in payload["runs"] if r["embeddings"] == "frozen"}
     trainable = {r["model"]: r for r in payload["runs"] if r["embeddings"] == "trainable"}

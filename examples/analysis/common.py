@@ -110,7 +110,8 @@ def parse_settings(script: str, description: str, argv: list[str] | None = None,
     settings["preset"] = args.preset
     settings["script"] = script
     settings.setdefault("output_dir", f"outputs/analysis/{script}{'-quick' if args.quick else ''}")
-    settings["command"] = " ".join(["python", f"examples/analysis/{script}.py", *(sys.argv[1:] if argv is None else argv)])
+    arguments = sys.argv[1:] if argv is None else argv
+    settings["command"] = " ".join(["python", f"examples/analysis/{script}.py", *arguments])
     return settings
 
 
@@ -164,7 +165,9 @@ class AnalysisData:
         self.batch_size = settings["batch_size"]
         if len(self.train) < self.batch_size:
             raise ValueError(f"{len(self.train)} training texts cannot fill one batch of {self.batch_size}.")
-        self.test_batches = list(DataLoader(self.test, batch_size=settings["eval_batch_size"], collate_fn=self.collator))
+        self.test_batches = list(
+            DataLoader(self.test, batch_size=settings["eval_batch_size"], collate_fn=self.collator)
+        )
         self.compute_metrics = build_compute_metrics(len(self.label_names))
 
     @property
@@ -203,7 +206,8 @@ def build_model(name: str, settings: dict, num_labels: int, hidden_size: int | N
     if "pretrained" in spec:
         if hidden_size is not None:
             raise ValueError(f"{name} is pre-trained: its width cannot change.")
-        model = AutoModelForSequenceClassification.from_pretrained(pretrained_path(spec["pretrained"]), num_labels=num_labels)
+        path = pretrained_path(spec["pretrained"])
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     else:
         config = AutoConfig.from_pretrained(str(repo_path(spec["config"])), num_labels=num_labels)
         hidden_size = hidden_size if hidden_size is not None else settings.get("hidden_size")
@@ -313,7 +317,8 @@ def train(model, data: AnalysisData, settings: dict, learning_rate: float, on_ba
         metrics = {"step": step, **evaluate(model, data)}
         history["eval_seconds"] += time.perf_counter() - started
         history["eval"].append(metrics)
-        print(f"[{label}] batch {step}/{steps}: test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}", flush=True)
+        print(f"[{label}] batch {step}/{steps}: test accuracy {metrics['accuracy']:.4f}, "
+              f"loss {metrics['loss']:.4f}", flush=True)
 
     model.train()
     if eval_every:

@@ -256,7 +256,9 @@ def checks(rows: list[dict]) -> dict:
         for key in ("flops", "memory_bytes"):
             measured = row["measured"][key]
             if measured is not None and measured != row["formula"][key]:
-                mismatches.append(f"{row['variant']} n={row['n']} {key}: formula {row['formula'][key]}, measured {measured}")
+                mismatches.append(
+                    f"{row['variant']} n={row['n']} {key}: formula {row['formula'][key]}, measured {measured}"
+                )
     element_ratio = [row["measured"]["elements"] / row["formula"]["elements"] for row in rows]
     time_ratio = [row["measured"]["seconds"] / row["predicted_seconds"] for row in rows]
     return {

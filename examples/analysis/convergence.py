@@ -94,7 +94,8 @@ def table(payload: dict, settings: dict) -> str:
             + [f"{best['accuracy']:.4f} ({best['step']})", f"{result['eval'][-1]['loss']:.4f}",
                f"{result['seconds_per_batch']:.2f}"]
         )
-    return f"{budget_label(settings)}; test sample of {payload['test_samples']} reviews.\n\n" + markdown_table(header, rows)
+    caption = f"{budget_label(settings)}; test sample of {payload['test_samples']} reviews."
+    return f"{caption}\n\n" + markdown_table(header, rows)
 
 
 if __name__ == "__main__":

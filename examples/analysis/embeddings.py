@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "learning_rate": spec["learning_rate"],
                 **parameter_counts(model),
                 "test": history["eval"][-1],
+                "diverged": history["diverged"],
                 "final_train_loss": float(np.mean(history["train_loss"][-max(1, len(history["train_loss"]) // 10):])),
                 "seconds_per_batch": history["seconds_per_batch"],
                 "train_loss": history["train_loss"],
@@ -104,7 +105,8 @@ def plot(payload: dict, settings: dict, path):
     lowest = min(r["test"]["accuracy"] for r in payload["runs"])
     axis.set(ylim=(min(0.4, lowest - 0.05), 1.0), ylabel=f"test accuracy ({payload['test_samples']} reviews)",
              title=f"Word embeddings: random vs all-MiniLM-L6-v2 (width {payload['hidden_size']})")
-    legend = [Patch(facecolor="white", edgecolor="black", hatch=hatches.get(v, ""), label=EMBEDDINGS[v]) for v in variants]
+    legend = [Patch(facecolor="white", edgecolor="black", hatch=hatches.get(v, ""), label=EMBEDDINGS[v])
+              for v in variants]
     axis.legend(handles=legend, fontsize=8, loc="upper right")
     figure.suptitle(budget_label(settings), fontsize=9)
     save_figure(figure, path)

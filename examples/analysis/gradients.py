@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             "train_loss": history["train_loss"],
             "gradient_norms": recorder.series,
             "final_test": history["eval"][-1],
+            "diverged": history["diverged"],
             "seconds_per_batch": history["seconds_per_batch"],
         }
         del model
