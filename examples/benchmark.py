@@ -55,7 +55,11 @@ ADAMW_FLOPS_PER_PARAMETER = 14  # moments, bias corrections, sqrt, division, wei
 # The models the issue names. "wave" recipes read a Wave config from configuration/; "bert" recipes build a randomly
 # initialised BertForSequenceClassification; "pretrained" loads a checkpoint folder (all-MiniLM-L6-v2).
 MODEL_RECIPES = {
-    "wave-modulation": {"label": "Wave, modulation", "family": "wave", "config": "configuration/wave-modulation-base.json"},
+    "wave-modulation": {
+        "label": "Wave, modulation",
+        "family": "wave",
+        "config": "configuration/wave-modulation-base.json",
+    },
     "wave-interference": {
         "label": "Wave, interference",
         "family": "wave",
@@ -96,6 +100,7 @@ DEFAULTS = {
     "memory": True,
     "memory_jobs": 2,
     "matmul_repeats": 2,
+    "compile": False,
     "seed": 0,
     "quick": False,
 }
@@ -136,7 +141,9 @@ def model_config(name: str, settings: dict, max_positions: int):
     if recipe["family"] == "bert":
         fields = dict(recipe["config"])
         if quick:
-            fields.update({k: QUICK_SIZE[k] for k in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")})
+            fields.update(
+                {k: QUICK_SIZE[k] for k in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")}
+            )
         return BertConfig(**fields, max_position_embeddings=max(512, max_positions), num_labels=2)
     config = AutoConfig.from_pretrained(pretrained_path(recipe), num_labels=2)
     if quick:  # same depth and structure, random weights: the pretrained weights only matter at full size
@@ -168,7 +175,11 @@ def build_model(name: str, settings: dict, max_positions: int, device: torch.dev
         model = WaveForSequenceClassification(config)
     elif recipe["family"] == "bert" or settings["quick"]:
         config._attn_implementation = "sdpa"
-        model = BertForSequenceClassification(config) if recipe["family"] == "bert" else AutoModelForSequenceClassification.from_config(config)
+        model = (
+            BertForSequenceClassification(config)
+            if recipe["family"] == "bert"
+            else AutoModelForSequenceClassification.from_config(config)
+        )
     else:
         model = AutoModelForSequenceClassification.from_pretrained(pretrained_path(recipe), num_labels=2)
     return model.to(device).train()
@@ -189,9 +200,7 @@ def length_cap(name: str, config, settings: dict) -> tuple[int | None, str | Non
 
 def parameter_counts(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
-    embedding = sum(
-        module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Embedding)
-    )
+    embedding = sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Embedding))
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
 
@@ -209,15 +218,18 @@ class ModelUnderTest:
         self.model = build_model(name, settings, max_positions, device)
         self.config = self.model.config
         self.optimizer = make_optimizer(self.model, device)
+        # --compile: the warm-up rounds absorb the compilation (one per input shape; the sweep recompiles per length)
+        self.forward = torch.compile(self.model) if settings["compile"] else self.model
         self.autocast_dtype = torch.bfloat16 if settings["dtype"] == "bfloat16" else None
         self.max_length, self.cap_reason = length_cap(name, self.config, settings)
-        self._batches = {}
+        self._batches, self._drawn = {}, 0
 
     def batch(self, batch_size: int, length: int, fresh: bool = False) -> dict:
         """Synthetic ids (never the pad id), a full attention mask and random binary labels."""
         key = (batch_size, length)
         if fresh or key not in self._batches:
-            generator = torch.Generator().manual_seed(self.settings["seed"] + length)
+            self._drawn += 1  # every fresh batch differs; the cached one per shape is the first drawn
+            generator = torch.Generator().manual_seed(self.settings["seed"] * 1_000_003 + self._drawn)
             batch = {
                 "input_ids": torch.randint(1, self.config.vocab_size, (batch_size, length), generator=generator),
                 "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
@@ -236,14 +248,14 @@ class ModelUnderTest:
 
     def train_step(self, batch: dict):
         with self.autocast():
-            loss = self.model(**batch).loss
+            loss = self.forward(**batch).loss
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def inference(self, batch: dict):
         with torch.inference_mode(), self.autocast():
-            self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            self.forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
     def timed_train_step(self, batch: dict) -> float:
         self.model.train()
@@ -254,7 +266,7 @@ class ModelUnderTest:
         return timed(lambda: self.inference(batch), self.device)
 
     def release(self):
-        del self.model, self.optimizer, self._batches
+        del self.model, self.forward, self.optimizer, self._batches
 
 
 def synchronize(device: torch.device):
@@ -305,7 +317,9 @@ def wave_flops(config, batch_size: int, length: int, masked: bool = True) -> dic
         elementwise["bias_norm_residual"] += 2 * n * d + n * d + n * d + layer_norm_flops(n, d)
         if f > 0:
             matmul["feed_forward"] += matmul_flops(n, d, f) + matmul_flops(n, f, d)
-            elementwise["feed_forward"] += 2 * n * f + 3 * n * d + layer_norm_flops(n, d)  # biases, gelu, residual, norm
+            elementwise["feed_forward"] += (
+                2 * n * f + 3 * n * d + layer_norm_flops(n, d)
+            )  # biases, gelu, residual, norm
     return _flop_summary(matmul, elementwise)
 
 
@@ -319,7 +333,12 @@ def bert_flops(config, batch_size: int, length: int) -> dict:
         "feed_forward": 0,
         "pooler_classifier": 2 * batch_size * d * d + 2 * batch_size * d * config.num_labels,
     }
-    elementwise = {"softmax": 0, "bias_norm_residual": 0, "feed_forward": 0, "embeddings": 2 * n * d + layer_norm_flops(n, d)}
+    elementwise = {
+        "softmax": 0,
+        "bias_norm_residual": 0,
+        "feed_forward": 0,
+        "embeddings": 2 * n * d + layer_norm_flops(n, d),
+    }
     for _ in range(config.num_hidden_layers):
         matmul["qkv_output"] += matmul_flops(n, d, 3 * d) + matmul_flops(n, d, d)
         matmul["attention"] += 2 * 2 * batch_size * t * t * d  # Q K^T and A V, all heads
@@ -332,8 +351,13 @@ def bert_flops(config, batch_size: int, length: int) -> dict:
 
 def _flop_summary(matmul: dict, elementwise: dict) -> dict:
     total_matmul, total_elementwise = sum(matmul.values()), sum(elementwise.values())
-    return {"matmul": matmul, "elementwise": elementwise, "forward_matmul": total_matmul,
-            "forward_elementwise": total_elementwise, "forward": total_matmul + total_elementwise}
+    return {
+        "matmul": matmul,
+        "elementwise": elementwise,
+        "forward_matmul": total_matmul,
+        "forward_elementwise": total_elementwise,
+        "forward": total_matmul + total_elementwise,
+    }
 
 
 def model_flops(runner: ModelUnderTest, batch_size: int, length: int) -> dict:
@@ -359,9 +383,22 @@ def wave_matmul_shapes(config, tokens: int) -> list[dict]:
         linears += [("ffn_in", d, config.intermediate_size), ("ffn_out", config.intermediate_size, d)]
     shapes = []
     for name, fan_in, fan_out in linears:
-        shapes.append({"name": f"{name} forward", "pass": "forward", "m": tokens, "k": fan_in, "n": fan_out, "layout": "x@Wt"})
-        shapes.append({"name": f"{name} grad input", "pass": "backward", "m": tokens, "k": fan_out, "n": fan_in, "layout": "g@W"})
-        shapes.append({"name": f"{name} grad weight", "pass": "backward", "m": fan_out, "k": tokens, "n": fan_in, "layout": "gt@x"})
+        shapes.append(
+            {"name": f"{name} forward", "pass": "forward", "m": tokens, "k": fan_in, "n": fan_out, "layout": "x@Wt"}
+        )
+        shapes.append(
+            {"name": f"{name} grad input", "pass": "backward", "m": tokens, "k": fan_out, "n": fan_in, "layout": "g@W"}
+        )
+        shapes.append(
+            {
+                "name": f"{name} grad weight",
+                "pass": "backward",
+                "m": fan_out,
+                "k": tokens,
+                "n": fan_in,
+                "layout": "gt@x",
+            }
+        )
     for shape in shapes:
         shape["flops"] = 2 * shape["m"] * shape["k"] * shape["n"] * config.num_hidden_layers
         shape["count"] = config.num_hidden_layers
@@ -387,13 +424,14 @@ class MatmulProbe:
 
     def run_round(self, record: bool):
         for i, (a, b) in enumerate(self.operands):
-            seconds = timed(lambda: [torch.mm(a, b) for _ in range(self.repeats)], self.device) / self.repeats
+            seconds = timed(lambda a=a, b=b: [torch.mm(a, b) for _ in range(self.repeats)], self.device)
+            seconds /= self.repeats
             if record:
                 self.samples[i].append(seconds)
 
     def summary(self) -> dict:
         rows, totals = [], {"forward": [0, 0.0], "backward": [0, 0.0]}
-        for shape, samples in zip(self.shapes, self.samples):
+        for shape, samples in zip(self.shapes, self.samples, strict=True):
             seconds = statistics.median(samples) * shape["count"]
             rows.append({**shape, "seconds": seconds, "gflops_per_s": shape["flops"] / seconds / 1e9})
             totals[shape["pass"]][0] += shape["flops"]
@@ -407,6 +445,41 @@ class MatmulProbe:
             "train_seconds": train_s,
             "train_gflops_per_s": train_flops / train_s / 1e9,
         }
+
+
+def _shape_key(shape: dict) -> tuple:
+    return shape["m"], shape["k"], shape["n"], shape["layout"], shape["count"]
+
+
+def unique_shapes(configs, tokens: int) -> list[dict]:
+    """The matmul shapes of every Wave config, each once (two Wave models of one width share them)."""
+    shapes = {}
+    for config in configs:
+        for shape in wave_matmul_shapes(config, tokens):
+            shapes.setdefault(_shape_key(shape), shape)
+    return list(shapes.values())
+
+
+def physical_limit(result: dict, shapes: list[dict], matmul: dict) -> dict:
+    """A Wave model's achieved GFLOP/s against the measured matmul rate at its own layer shapes."""
+    measured = {_shape_key(s): s["seconds"] for s in matmul["shapes"]}
+    forward_s = sum(measured[_shape_key(s)] for s in shapes if s["pass"] == "forward")
+    train_s = sum(measured[_shape_key(s)] for s in shapes)
+    forward_flops = sum(s["flops"] for s in shapes if s["pass"] == "forward")
+    train_flops = sum(s["flops"] for s in shapes)
+    limit = {
+        "matmul_forward_gflops_per_s": forward_flops / forward_s / 1e9,
+        "matmul_train_gflops_per_s": train_flops / train_s / 1e9,
+        "matmul_forward_seconds": forward_s,  # the layer's products alone: a lower bound on the forward pass
+        "matmul_train_seconds": train_s,
+        "inference_gflops_per_s": result["inference_gflops_per_s"],
+        "train_gflops_per_s": result["train_gflops_per_s"],
+        "inference_s": result["inference_s"]["median"],
+        "train_step_s": result["train_step_s"]["median"],
+    }
+    limit["forward_fraction"] = limit["inference_gflops_per_s"] / limit["matmul_forward_gflops_per_s"]
+    limit["train_fraction"] = limit["train_gflops_per_s"] / limit["matmul_train_gflops_per_s"]
+    return limit
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -443,7 +516,10 @@ def measure_point(runners, batch_size, length, warmup, repeats, matmul=None, tag
             if record:
                 samples[runner.name]["train"].append(train_s)
                 samples[runner.name]["inference"].append(inference_s)
-        log(f"{tag} B={batch_size} T={length} round {round_index + 1}/{warmup + repeats}" + ("" if record else " (warm-up)"))
+        log(
+            f"{tag} B={batch_size} T={length} round {round_index + 1}/{warmup + repeats}"
+            + ("" if record else " (warm-up)")
+        )
     for runner in runners:
         if runner.name in failed:
             results[runner.name] = {"skipped": failed[runner.name]}
@@ -493,7 +569,9 @@ def run_sweep(names, settings, device) -> tuple[dict, dict]:
                 active.append(runner)
         if not active:
             continue
-        point = measure_point(active, settings["sweep_batch_size"], length, settings["warmup"], settings["sweep_repeats"], tag="[sweep]")
+        point = measure_point(
+            active, settings["sweep_batch_size"], length, settings["warmup"], settings["sweep_repeats"], tag="[sweep]"
+        )
         for name, result in point.items():
             results[name][str(length)] = result
             if "skipped" in result:
@@ -521,9 +599,13 @@ def run_epoch_estimate(runners, settings) -> dict:
     for runner in runners:
         batches = [runner.batch(batch_size, length, fresh=True) for _ in range(settings["epoch_steps"])]
         runner.model.train()
-        seconds = timed(lambda: [runner.train_step(b) for b in batches], runner.device)
+        seconds = timed(lambda runner=runner, batches=batches: [runner.train_step(b) for b in batches], runner.device)
         per_step = seconds / settings["epoch_steps"]
-        results[runner.name] = {"steps_timed": settings["epoch_steps"], "step_s": per_step, "epoch_s": per_step * steps_per_epoch}
+        results[runner.name] = {
+            "steps_timed": settings["epoch_steps"],
+            "step_s": per_step,
+            "epoch_s": per_step * steps_per_epoch,
+        }
         log(f"[epoch] {runner.name}: {per_step:.3f} s per step")
     return results
 
@@ -560,7 +642,7 @@ def peak_mb(device: torch.device) -> float:
 
 
 def memory_probe(name: str, plan: dict) -> dict:
-    """Run inside the fresh subprocess: the main point, then the sweep points in increasing size (peak reset between)."""
+    """Inside the fresh subprocess: the main point, then the sweep points by increasing size (peak reset between)."""
     settings, device = plan["settings"], torch.device(plan["device"])
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
@@ -574,15 +656,22 @@ def memory_probe(name: str, plan: dict) -> dict:
         runner = ModelUnderTest(name, settings, max_positions, device)
         for batch_size, length in sorted(points, key=lambda p: p[0] * p[1]):
             batch = runner.batch(batch_size, length)
-            result["peak_reset"] &= reset_peak(device)
             runner.model.eval()
+            if settings["compile"]:  # compile outside the measured peak
+                runner.inference(batch)
+            result["peak_reset"] &= reset_peak(device)
             runner.inference(batch)
             inference_peak = peak_mb(device)
-            reset_peak(device)
             runner.model.train()
+            if settings["compile"]:
+                runner.train_step(batch)
+            reset_peak(device)
             for _ in range(2):  # the second step holds AdamW's state as well as activations and gradients
                 runner.train_step(batch)
-            result["points"][f"{phase}:{batch_size}x{length}"] = {"inference_mb": inference_peak, "train_mb": peak_mb(device)}
+            result["points"][f"{phase}:{batch_size}x{length}"] = {
+                "inference_mb": inference_peak,
+                "train_mb": peak_mb(device),
+            }
         runner.release()
         gc.collect()
     return result
@@ -606,9 +695,18 @@ def measure_memory(names, settings, device, main_point, sweep_points: dict) -> d
                 "sweep_positions": max(settings["seq_lengths"] or [0]),
                 "sweep_points": sweep_points.get(name, []),
             }
-            command = [sys.executable, str(Path(__file__).resolve()), "--_memory_probe", name, "--_probe_plan", json.dumps(plan)]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--_memory_probe",
+                name,
+                "--_probe_plan",
+                json.dumps(plan),
+            ]
             log(f"[memory] fresh process for {name}")
-            running[name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+            running[name] = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT
+            )
         name = next(iter(running))
         stdout, stderr = running.pop(name).communicate()
         results[name] = _probe_result(stdout, stderr)
@@ -620,7 +718,7 @@ def _probe_result(stdout: str, stderr: str) -> dict:
     if not lines:
         tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         return {"error": f"probe failed: {tail[0][:200]}"}
-    return json.loads(lines[-1][len(PROBE_MARKER):])
+    return json.loads(lines[-1][len(PROBE_MARKER) :])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -639,8 +737,20 @@ def target_ratios(report: dict) -> list[dict]:
             return
         value = numerator / denominator
         met = value <= target if op == "<=" else value >= target
-        rows.append({"what": what, "model": wave, "reference": reference, "numerator": numerator,
-                     "denominator": denominator, "value": value, "op": op, "target": target, "met": met, "note": note})
+        rows.append(
+            {
+                "what": what,
+                "model": wave,
+                "reference": reference,
+                "numerator": numerator,
+                "denominator": denominator,
+                "value": value,
+                "op": op,
+                "target": target,
+                "met": met,
+                "note": note,
+            }
+        )
 
     def main_train(name):
         r = main.get(name, {})
@@ -653,27 +763,83 @@ def target_ratios(report: dict) -> list[dict]:
         return point["train_mb"] - (memory[name]["runtime_mb"] if key == "above_runtime" else 0)
 
     for wave in wave_names:
-        add("training step time / BERT-base size", wave, "bert-base", main_train(wave), main_train("bert-base"), "<=", 1 / 40)
-        add("training step time / 1-layer Transformer", wave, "transformer-1layer", main_train(wave),
-            main_train("transformer-1layer"), "<=", 1 / 3)
+        add(
+            "training step time / BERT-base size",
+            wave,
+            "bert-base",
+            main_train(wave),
+            main_train("bert-base"),
+            "<=",
+            1 / 40,
+        )
+        add(
+            "training step time / 1-layer Transformer",
+            wave,
+            "transformer-1layer",
+            main_train(wave),
+            main_train("transformer-1layer"),
+            "<=",
+            1 / 3,
+        )
         cpu = report["environment"]["device"] == "cpu"
-        add("peak training memory / BERT-base size", wave, "bert-base", main_memory(wave, "raw"),
-            main_memory("bert-base", "raw"), "<=", 0.10, "whole-process VmHWM" if cpu else "max_memory_allocated")
+        add(
+            "peak training memory / BERT-base size",
+            wave,
+            "bert-base",
+            main_memory(wave, "raw"),
+            main_memory("bert-base", "raw"),
+            "<=",
+            0.10,
+            "whole-process VmHWM" if cpu else "max_memory_allocated",
+        )
         if cpu:
-            add("peak training memory above runtime / BERT-base size", wave, "bert-base", main_memory(wave, "above_runtime"),
-                main_memory("bert-base", "above_runtime"), "<=", 0.10, "VmHWM minus the probe's VmHWM after its imports")
+            add(
+                "peak training memory above runtime / BERT-base size",
+                wave,
+                "bert-base",
+                main_memory(wave, "above_runtime"),
+                main_memory("bert-base", "above_runtime"),
+                "<=",
+                0.10,
+                "VmHWM minus the probe's VmHWM after its imports",
+            )
         limit = report["physical_limit"].get(wave)
         if limit:
-            add("forward GFLOP/s / forward matmul GFLOP/s", wave, "matmul", limit["inference_gflops_per_s"],
-                limit["matmul_forward_gflops_per_s"], ">=", 0.60)
-            add("training step GFLOP/s / forward+backward matmul GFLOP/s", wave, "matmul", limit["train_gflops_per_s"],
-                limit["matmul_train_gflops_per_s"], ">=", 0.60, "no target in the issue; the forward target, for reference")
-        measured = {int(length): r["train_step_s"]["median"] for length, r in sweep.get(wave, {}).items() if "train_step_s" in r}
+            add(
+                "forward GFLOP/s / forward matmul GFLOP/s",
+                wave,
+                "matmul",
+                limit["inference_gflops_per_s"],
+                limit["matmul_forward_gflops_per_s"],
+                ">=",
+                0.60,
+            )
+            add(
+                "training step GFLOP/s / forward+backward matmul GFLOP/s",
+                wave,
+                "matmul",
+                limit["train_gflops_per_s"],
+                limit["matmul_train_gflops_per_s"],
+                ">=",
+                0.60,
+                "no target in the issue; the forward target, for reference",
+            )
+        measured = {
+            int(length): r["train_step_s"]["median"] for length, r in sweep.get(wave, {}).items() if "train_step_s" in r
+        }
         if len(measured) >= 2:
             high = max(measured)
             low = high // 8 if high // 8 in measured else min(measured)
-            add(f"training step time at {high} / at {low} tokens", wave, f"{low} tokens", measured[high], measured[low],
-                "<=", 1.125 * high / low, f"batch {report['sweep']['batch_size']}; linear scaling gives {high // low}")
+            add(
+                f"training step time at {high} / at {low} tokens",
+                wave,
+                f"{low} tokens",
+                measured[high],
+                measured[low],
+                "<=",
+                1.125 * high / low,
+                f"batch {report['sweep']['batch_size']}; linear scaling gives {high // low}",
+            )
     return rows
 
 
@@ -690,87 +856,100 @@ def fmt(value, digits=3):
     return f"{value:.{digits}g}"
 
 
+def table_row(cells) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
 def markdown_report(report: dict) -> str:
-    env, main, models = report["environment"], report["main"], report["models"]
+    env, settings, main, models = report["environment"], report["settings"], report["main"], report["models"]
     memory = report["memory"]
     main_key = f"main:{main['batch_size']}x{main['seq_length']}"
-    memory_unit = "peak RSS (MB)" if env["device"] == "cpu" else "max allocated (MB)"
+    unit = "peak RSS (MB)" if env["device"] == "cpu" else "max allocated (MB)"
+    precision = settings["dtype"] + (" (autocast)" if settings["dtype"] == "bfloat16" else "")
+    precision += ", torch.compile" if settings["compile"] else ""
+    quick = ", QUICK (tiny models: the numbers only exercise the code)" if settings["quick"] else ""
     lines = [
         "# Wave Network benchmark",
         "",
         f"{env['device_name']}, {env['threads']} threads, torch {env['torch']}, transformers {env['transformers']}, "
-        f"{report['settings']['dtype']}{' (autocast)' if report['settings']['dtype'] == 'bfloat16' else ''}"
-        f"{', QUICK (tiny models: numbers only exercise the code)' if report['settings']['quick'] else ''}. "
-        f"Medians over {report['settings']['repeats']} interleaved repeats after {report['settings']['warmup']} warm-up round(s).",
+        f"{precision}{quick}. Medians over {settings['repeats']} interleaved repeats "
+        f"after {settings['warmup']} warm-up round(s).",
         "",
         f"## Batch {main['batch_size']}, length {main['seq_length']}",
         "",
-        f"| model | parameters (non-embedding) | train step (s) | min-max | train samples/s | inference seq/s | "
-        f"train {memory_unit} | inference {memory_unit} | epoch of {report['settings']['epoch_size']:,} (s) | train GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        table_row(["model", "parameters (non-embedding)", "train step (s)", "min-max", "train samples/s",
+                   "inference seq/s", f"train {unit}", f"inference {unit}", f"epoch of {settings['epoch_size']:,} (s)",
+                   "train GFLOP/s"]),
+        "|---" * 10 + "|",
+    ]  # fmt: skip
     for name, result in main["results"].items():
         params = models[name]["parameters"]
+        size = f"{params['total'] / 1e6:.1f}M ({params['non_embedding'] / 1e6:.2f}M)"
         if "skipped" in result:
-            lines.append(f"| {models[name]['label']} | {params['total'] / 1e6:.1f}M ({params['non_embedding'] / 1e6:.2f}M) | {result['skipped']} |||||||")
+            lines.append(table_row([models[name]["label"], size, result["skipped"]] + [""] * 7))
             continue
         point = memory.get(name, {}).get("points", {}).get(main_key, {})
         train = result["train_step_s"]
         epoch = report["epoch"].get(name, {}).get("epoch_s", result["epoch_s_from_median"])
-        lines.append(
-            f"| {models[name]['label']} | {params['total'] / 1e6:.1f}M ({params['non_embedding'] / 1e6:.2f}M) | "
-            f"{train['median']:.4g} | {train['min']:.3g}-{train['max']:.3g} | {fmt(result['train_samples_per_s'])} | "
-            f"{fmt(result['inference_sequences_per_s'])} | {fmt(point.get('train_mb'))} | {fmt(point.get('inference_mb'))} | "
-            f"{fmt(epoch)} | {fmt(result['train_gflops_per_s'])} |"
-        )
-    if env["device"] == "cpu":
-        runtimes = {n: m["runtime_mb"] for n, m in memory.items() if "runtime_mb" in m}
-        if runtimes:
-            lines += ["", f"Peak RSS includes the Python + torch runtime, {min(runtimes.values()):.0f}-{max(runtimes.values()):.0f} MB "
-                      "(VmHWM of the probe process right after its imports)."]
-    epoch_note = (f"{report['settings']['epoch_steps']} consecutive steps on fresh batches" if report["epoch"]
-                  else "the median step")
-    lines += [f"Epoch time: {math.ceil(report['settings']['epoch_size'] / main['batch_size'])} steps x {epoch_note}."]
+        lines.append(table_row([
+            models[name]["label"], size, f"{train['median']:.4g}", f"{train['min']:.3g}-{train['max']:.3g}",
+            fmt(result["train_samples_per_s"]), fmt(result["inference_sequences_per_s"]), fmt(point.get("train_mb")),
+            fmt(point.get("inference_mb")), fmt(epoch), fmt(result["train_gflops_per_s"]),
+        ]))  # fmt: skip
+    runtimes = [m["runtime_mb"] for m in memory.values() if "runtime_mb" in m]
+    if env["device"] == "cpu" and runtimes:
+        lines += ["", f"Peak RSS includes the Python + torch runtime, {min(runtimes):.0f}-{max(runtimes):.0f} MB "
+                  "(VmHWM of the probe process right after its imports)."]  # fmt: skip
+    steps = math.ceil(settings["epoch_size"] / main["batch_size"])
+    source = f"{settings['epoch_steps']} consecutive steps on fresh batches" if report["epoch"] else "the median step"
+    lines += [f"Epoch time: {steps} steps x {source}."]
 
     if report["physical_limit"]:
-        lines += ["", "## Physical limit: float32 matrix multiply at the Wave layer's shapes", "",
-                  "| model | matmul rate forward (GFLOP/s) | forward achieved (GFLOP/s) | fraction | matmul rate fwd+bwd (GFLOP/s) | "
-                  "training step achieved (GFLOP/s) | fraction | matmul-only step (s) | measured step (s) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Physical limit: float32 matrix multiply at the Wave layer's shapes",
+            "",
+            table_row(["model", "matmul forward (GFLOP/s)", "forward achieved (GFLOP/s)", "fraction",
+                       "matmul fwd+bwd (GFLOP/s)", "training step achieved (GFLOP/s)", "fraction",
+                       "matmul-only step (s)", "measured step (s)"]),
+            "|---" * 9 + "|",
+        ]  # fmt: skip
         for name, limit in report["physical_limit"].items():
-            lines.append(
-                f"| {models[name]['label']} | {fmt(limit['matmul_forward_gflops_per_s'])} | {fmt(limit['inference_gflops_per_s'])} | "
-                f"{limit['forward_fraction']:.0%} | {fmt(limit['matmul_train_gflops_per_s'])} | {fmt(limit['train_gflops_per_s'])} | "
-                f"{limit['train_fraction']:.0%} | {limit['matmul_train_seconds']:.4g} | {limit['train_step_s']:.4g} |"
-            )
+            lines.append(table_row([
+                models[name]["label"], fmt(limit["matmul_forward_gflops_per_s"]), fmt(limit["inference_gflops_per_s"]),
+                f"{limit['forward_fraction']:.0%}", fmt(limit["matmul_train_gflops_per_s"]),
+                fmt(limit["train_gflops_per_s"]), f"{limit['train_fraction']:.0%}",
+                f"{limit['matmul_train_seconds']:.4g}", f"{limit['train_step_s']:.4g}",
+            ]))  # fmt: skip
         lines += ["", "| shape (m x k x n) | product | GFLOP/s |", "|---|---|---|"]
-        for row in report["main"]["matmul"]["shapes"]:
-            lines.append(f"| {row['m']} x {row['k']} x {row['n']} | {row['name']} | {fmt(row['gflops_per_s'])} |")
+        for shape in main["matmul"]["shapes"]:
+            lines.append(table_row([f"{shape['m']} x {shape['k']} x {shape['n']}", shape["name"],
+                                    fmt(shape["gflops_per_s"])]))  # fmt: skip
 
     if report["ratios"]:
         lines += ["", "## Targets (measured in this run, reported, not asserted)", "",
-                  "| model | ratio | value | target | met | note |", "|---|---|---|---|---|---|"]
+                  "| model | ratio | value | target | met | note |", "|---|---|---|---|---|---|"]  # fmt: skip
         for row in report["ratios"]:
-            lines.append(
-                f"| {models[row['model']]['label']} | {row['what']} | {row['value']:.4g} | {row['op']} {row['target']:.4g} | "
-                f"{'yes' if row['met'] else 'no'} | {row['note']} |"
-            )
+            target, met = f"{row['op']} {row['target']:.4g}", "yes" if row["met"] else "no"
+            lines.append(table_row([models[row["model"]]["label"], row["what"], f"{row['value']:.4g}", target, met,
+                                    row["note"]]))  # fmt: skip
 
     sweep = report["sweep"]
     if sweep["seq_lengths"]:
-        lines += ["", f"## Length sweep, batch {sweep['batch_size']} (train step s / inference s / train {memory_unit})", "",
-                  "| model | " + " | ".join(str(length) for length in sweep["seq_lengths"]) + " |",
-                  "|---|" + "---|" * len(sweep["seq_lengths"])]
+        lines += ["", f"## Length sweep, batch {sweep['batch_size']} (train step s / inference s / train {unit})", "",
+                  table_row(["model"] + sweep["seq_lengths"]),
+                  "|---" * (1 + len(sweep["seq_lengths"])) + "|"]  # fmt: skip
         for name, points in sweep["results"].items():
-            cells = []
+            cells = [models[name]["label"]]
             for length in sweep["seq_lengths"]:
                 r = points.get(str(length), {})
-                if "train_step_s" in r:
-                    mem = memory.get(name, {}).get("points", {}).get(f"sweep:{sweep['batch_size']}x{length}", {})
-                    cells.append(f"{r['train_step_s']['median']:.3g} / {r['inference_s']['median']:.3g} / {fmt(mem.get('train_mb'))}")
-                else:
+                if "train_step_s" not in r:
                     cells.append(r.get("skipped", "-"))
-            lines.append(f"| {models[name]['label']} | " + " | ".join(cells) + " |")
+                    continue
+                mem = memory.get(name, {}).get("points", {}).get(f"sweep:{sweep['batch_size']}x{length}", {})
+                cells.append(f"{r['train_step_s']['median']:.3g} / {r['inference_s']['median']:.3g} / "
+                             f"{fmt(mem.get('train_mb'))}")  # fmt: skip
+            lines.append(table_row(cells))
     errors = {n: m["error"] for n, m in memory.items() if "error" in m}
     if errors:
         lines += ["", "Memory probes that failed: " + "; ".join(f"{n}: {e}" for n, e in errors.items())]
@@ -800,6 +979,7 @@ def plot_sweep(report: dict, output_dir: Path) -> list[str]:
         def get(name, length):
             r = sweep["results"].get(name, {}).get(str(length), {})
             return r[key]["median"] if key in r else None
+
         return get
 
     def memory_of(above_runtime):
@@ -809,16 +989,20 @@ def plot_sweep(report: dict, output_dir: Path) -> list[str]:
             if point is None:
                 return None
             return point["train_mb"] - (probe["runtime_mb"] if above_runtime else 0)
+
         return get
 
     panels = {
-        "time_vs_length.png": [("training step (s)", time_of("train_step_s")), ("inference pass (s)", time_of("inference_s"))],
+        "time_vs_length.png": [
+            ("training step (s)", time_of("train_step_s")),
+            ("inference pass (s)", time_of("inference_s")),
+        ],
         "memory_vs_length.png": [(("peak RSS (MB)" if cpu else "max allocated (MB)"), memory_of(False))]
         + ([("peak RSS above runtime (MB)", memory_of(True))] if cpu else []),
     }
     for filename, axes_spec in panels.items():
         figure, axes = plt.subplots(1, len(axes_spec), figsize=(6 * len(axes_spec), 4.5), squeeze=False)
-        for axis, (ylabel, getter) in zip(axes[0], axes_spec):
+        for axis, (ylabel, getter) in zip(axes[0], axes_spec, strict=True):
             for name in sweep["results"]:
                 xs, ys = series(name, getter)
                 if xs:
@@ -857,8 +1041,11 @@ def log(message: str):
 def environment(device: torch.device) -> dict:
     cpu_name = platform.processor() or platform.machine()
     try:
-        cpu_name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                        if line.startswith("model name"))
+        cpu_name = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_name} ({os.cpu_count()} cores)"
@@ -883,9 +1070,13 @@ def parse_settings(argv=None) -> tuple[dict, argparse.Namespace]:
     parser.add_argument("--repeats", type=int, help="timed rounds at the main point")
     parser.add_argument("--sweep_repeats", type=int, help="timed rounds per sweep length")
     parser.add_argument("--warmup", type=int, help="untimed rounds before every point")
-    parser.add_argument("--max_step_seconds", type=float, help="sweep budget: skip lengths whose step is predicted longer")
+    parser.add_argument(
+        "--max_step_seconds", type=float, help="sweep budget: skip lengths whose step is predicted longer"
+    )
     parser.add_argument("--max_lengths", help="per-model sweep caps, e.g. 'bert-base=1024,minilm=512'")
-    parser.add_argument("--epoch_steps", type=int, help="time this many consecutive steps for the epoch estimate (0: median)")
+    parser.add_argument(
+        "--epoch_steps", type=int, help="time this many consecutive steps for the epoch estimate (0: median)"
+    )
     parser.add_argument("--epoch_size", type=int, help="sequences per epoch (120,000: AG News)")
     parser.add_argument("--output_dir")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -894,8 +1085,11 @@ def parse_settings(argv=None) -> tuple[dict, argparse.Namespace]:
     parser.add_argument("--no_memory", action="store_true", default=None, help="skip the memory subprocesses")
     parser.add_argument("--memory_jobs", type=int, help="memory subprocesses at a time on CPU (peaks are per process)")
     parser.add_argument("--matmul_repeats", type=int, help="products per shape and round in the matmul probe")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile every model (slow start)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--quick", action="store_true", default=None, help="tiny models and lengths (tests, smoke runs)")
+    parser.add_argument(
+        "--quick", action="store_true", default=None, help="tiny models and lengths (tests, smoke runs)"
+    )
     parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
     parser.add_argument("--_probe_plan", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -916,6 +1110,8 @@ def parse_settings(argv=None) -> tuple[dict, argparse.Namespace]:
     if isinstance(settings["max_lengths"], str):
         settings["max_lengths"] = dict(item.split("=") for item in settings["max_lengths"].split(",") if item)
     settings["max_lengths"] = {k: int(v) for k, v in settings["max_lengths"].items()}
+    if settings["compile"]:  # compiling for train mode, eval mode and inference mode takes a few rounds
+        settings["warmup"] = max(settings["warmup"], 3)
     for name in settings["models"]:
         recipe_of(name)
     return settings, args
@@ -949,21 +1145,26 @@ def main(argv=None):
             "family": recipe_of(runner.name)["family"],
             "model_type": runner.config.model_type,
             "parameters": parameter_counts(runner.model),
-            "config": {k: getattr(runner.config, k, None) for k in (
-                "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size",
-                "max_position_embeddings", "wave_mode", "wave_readout")},
+            "config": {
+                k: getattr(runner.config, k, None)
+                for k in (
+                    "hidden_size",
+                    "num_hidden_layers",
+                    "intermediate_size",
+                    "num_attention_heads",
+                    "vocab_size",
+                    "max_position_embeddings",
+                    "wave_mode",
+                    "wave_readout",
+                )
+            },
         }
-    shapes, seen = [], set()
-    for runner in runners:
-        if runner.config.model_type == "wave":
-            for shape in wave_matmul_shapes(runner.config, batch_size * length):
-                key = (shape["m"], shape["k"], shape["n"], shape["layout"], shape["count"])
-                if key not in seen:
-                    seen.add(key)
-                    shapes.append(shape)
+    shapes = unique_shapes([r.config for r in runners if r.config.model_type == "wave"], batch_size * length)
     matmul_dtype = torch.bfloat16 if settings["dtype"] == "bfloat16" else torch.float32
     matmul = MatmulProbe(shapes, device, matmul_dtype, settings["matmul_repeats"]) if shapes else None
-    main_results = measure_point(runners, batch_size, length, settings["warmup"], settings["repeats"], matmul, tag="[main]")
+    main_results = measure_point(
+        runners, batch_size, length, settings["warmup"], settings["repeats"], matmul, tag="[main]"
+    )
     steps_per_epoch = math.ceil(settings["epoch_size"] / batch_size)
     for result in main_results.values():
         if "train_step_s" in result:
@@ -973,29 +1174,9 @@ def main(argv=None):
         report["main"]["matmul"] = matmul.summary()
         for runner in runners:
             result = main_results[runner.name]
-            if runner.config.model_type != "wave" or "train_step_s" not in result:
-                continue
-            own = MatmulProbe(wave_matmul_shapes(runner.config, batch_size * length), device, matmul_dtype, 1)
-            key_of = lambda s: (s["m"], s["k"], s["n"], s["layout"], s["count"])  # noqa: E731
-            by_key = {key_of(s): s for s in report["main"]["matmul"]["shapes"]}
-            forward_s = sum(by_key[key_of(s)]["seconds"] for s in own.shapes if s["pass"] == "forward")
-            train_s = sum(by_key[key_of(s)]["seconds"] for s in own.shapes)
-            forward_flops = sum(s["flops"] for s in own.shapes if s["pass"] == "forward")
-            train_flops = sum(s["flops"] for s in own.shapes)
-            del own
-            limit = {
-                "matmul_forward_gflops_per_s": forward_flops / forward_s / 1e9,
-                "matmul_train_gflops_per_s": train_flops / train_s / 1e9,
-                "matmul_forward_seconds": forward_s,
-                "matmul_train_seconds": train_s,
-                "inference_gflops_per_s": result["inference_gflops_per_s"],
-                "train_gflops_per_s": result["train_gflops_per_s"],
-                "inference_s": result["inference_s"]["median"],
-                "train_step_s": result["train_step_s"]["median"],
-            }
-            limit["forward_fraction"] = limit["inference_gflops_per_s"] / limit["matmul_forward_gflops_per_s"]
-            limit["train_fraction"] = limit["train_gflops_per_s"] / limit["matmul_train_gflops_per_s"]
-            report["physical_limit"][runner.name] = limit
+            if runner.config.model_type == "wave" and "train_step_s" in result:
+                own = wave_matmul_shapes(runner.config, batch_size * length)
+                report["physical_limit"][runner.name] = physical_limit(result, own, report["main"]["matmul"])
     if settings["epoch_steps"] > 0:
         report["epoch"] = run_epoch_estimate([r for r in runners if "train_step_s" in main_results[r.name]], settings)
     del matmul
@@ -1005,7 +1186,11 @@ def main(argv=None):
     gc.collect()
 
     # 2. The length sweep, with position tables sized for the longest length.
-    report["sweep"] = {"batch_size": settings["sweep_batch_size"], "seq_lengths": settings["seq_lengths"], "results": {}}
+    report["sweep"] = {
+        "batch_size": settings["sweep_batch_size"],
+        "seq_lengths": settings["seq_lengths"],
+        "results": {},
+    }
     if settings["seq_lengths"]:
         report["sweep"]["results"], report["sweep"]["models"] = run_sweep(names, settings, device)
         gc.collect()

@@ -109,7 +109,7 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments
 def text_blocks(texts, tokenizer, block_size: int) -> list[dict]:
     """All texts as one token stream ([SEP] between reviews), cut into full blocks (the tail is dropped)."""
     ids = []
-    for encoded in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    for encoded in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:  # no length limit
         ids += encoded + [tokenizer.sep_token_id]
     count = len(ids) // block_size
     blocks = torch.tensor(ids[: count * block_size]).view(count, block_size)  # (N, block_size)

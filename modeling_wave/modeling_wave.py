@@ -325,7 +325,8 @@ class WaveModel(WavePreTrainedModel):
     """The bare Wave Network: embeddings, `num_hidden_layers` Wave blocks and mask-aware pooling.
 
     Without an `attention_mask`, every position is a real token, padding included (as in BERT): pass the mask
-    that the tokenizer returns whenever a batch is padded.
+    that the tokenizer returns whenever a batch is padded. With `config.is_decoder` the wave is causal (token t sees
+    tokens 1..t, see `global_energy`) and a `WaveCache` carries the running sums from one call to the next.
     """
 
     def __init__(self, config: WaveConfig):

@@ -79,7 +79,9 @@ def test_main_point_times_are_positive_medians_of_the_repeats(quick_run):
             assert len(samples) == repeats and all(positive(s) for s in samples), (name, key)
             assert result[key]["min"] <= result[key]["median"] <= result[key]["max"]
         assert result["train_samples_per_s"] == pytest.approx(main["batch_size"] / result["train_step_s"]["median"])
-        assert result["inference_sequences_per_s"] == pytest.approx(main["batch_size"] / result["inference_s"]["median"])
+        assert result["inference_sequences_per_s"] == pytest.approx(
+            main["batch_size"] / result["inference_s"]["median"]
+        )
         steps = math.ceil(report["settings"]["epoch_size"] / main["batch_size"])
         assert result["epoch_s_from_median"] == pytest.approx(steps * result["train_step_s"]["median"])
         assert positive(result["flops"]["train_step"]) and positive(result["train_gflops_per_s"])
@@ -126,7 +128,10 @@ def test_sweep_times_every_length_or_says_why_not(quick_run):
             if name in CAPPED and int(length) > CAPPED[name]:
                 assert "capped by the preset" in point["skipped"]
             else:
-                assert positive(point["train_step_s"]["median"]) and positive(point["inference_s"]["median"]), (name, length)
+                assert positive(point["train_step_s"]["median"]) and positive(point["inference_s"]["median"]), (
+                    name,
+                    length,
+                )
 
 
 def test_ratios_are_computed_from_this_run(quick_run):
@@ -163,7 +168,10 @@ def test_matmul_probe_covers_the_wave_layer_shapes(quick_run):
     _, report, _ = quick_run
     shapes = report["main"]["matmul"]["shapes"]
     tokens, d = 4 * 32, benchmark.QUICK_SIZE["hidden_size"]
-    assert {(s["m"], s["k"], s["n"]) for s in shapes if s["pass"] == "forward"} == {(tokens, d, 2 * d), (tokens, 2 * d, d)}
+    assert {(s["m"], s["k"], s["n"]) for s in shapes if s["pass"] == "forward"} == {
+        (tokens, d, 2 * d),
+        (tokens, 2 * d, d),
+    }
     for shape in shapes:
         assert shape["flops"] == 2 * shape["m"] * shape["k"] * shape["n"] * shape["count"]
         assert positive(shape["gflops_per_s"])
@@ -176,7 +184,11 @@ def test_matmul_probe_covers_the_wave_layer_shapes(quick_run):
 
 def counted_flops(model, vocab_size, batch_size=3, length=10):
     ids = torch.randint(1, vocab_size, (batch_size, length))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(batch_size, dtype=torch.long)}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.zeros(batch_size, dtype=torch.long),
+    }
     with FlopCounterMode(display=False) as forward:
         loss = model(**batch).loss
     with FlopCounterMode(display=False) as backward:
@@ -243,7 +255,9 @@ def test_sweep_prediction_uses_the_measured_exponent_between_linear_and_quadrati
     assert benchmark.predicted_step_seconds({128: 1.0, 256: 8.0}, 512) == pytest.approx(32.0)  # at most quadratic
 
 
-@pytest.mark.parametrize("name", ["benchmark-cpu.json", "benchmark-quick.json", "benchmark-gpu.json", "benchmark-epoch.json"])
+@pytest.mark.parametrize(
+    "name", ["benchmark-cpu.json", "benchmark-quick.json", "benchmark-gpu.json", "benchmark-epoch.json"]
+)
 def test_presets_parse(name):
     settings, _ = benchmark.parse_settings([str(REPO_ROOT / "configuration" / name)])
     assert settings["models"] and settings["repeats"] > 0
