@@ -856,6 +856,10 @@ def fmt(value, digits=3):
     return f"{value:.{digits}g}"
 
 
+def millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 100_000 else f"{count / 1e3:.1f}K"
+
+
 def table_row(cells) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
@@ -884,7 +888,7 @@ def markdown_report(report: dict) -> str:
     ]  # fmt: skip
     for name, result in main["results"].items():
         params = models[name]["parameters"]
-        size = f"{params['total'] / 1e6:.1f}M ({params['non_embedding'] / 1e6:.2f}M)"
+        size = f"{millions(params['total'])} ({millions(params['non_embedding'])})"
         if "skipped" in result:
             lines.append(table_row([models[name]["label"], size, result["skipped"]] + [""] * 7))
             continue
