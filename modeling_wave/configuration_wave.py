@@ -9,6 +9,7 @@ logger = logging.get_logger(__name__)
 WAVE_MODES = ("modulation", "interference")
 WAVE_READOUTS = ("real_imag", "real", "magnitude")
 POOLINGS = ("mean", "cls")
+WAVE_IMPLEMENTATIONS = ("fused", "eager")
 POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "none")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -52,6 +53,9 @@ class WaveConfig(PreTrainedConfig):
         layer_norm_eps (`float`, defaults to 1e-12): epsilon of the LayerNorms.
         wave_eps (`float`, defaults to 1e-6): added under the square root of the wave's imaginary part, so that
             one-token texts (where G^2 - w^2 = 0) have finite gradients.
+        wave_implementation (`str`, defaults to `"fused"`): how the bidirectional wave runs: `"fused"` (one
+            autograd function with a hand-derived backward pass: faster, keeps fewer activations) or `"eager"` (plain
+            PyTorch ops through autograd, the reference). Both give the same results; the causal wave is always eager.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.
         pad_token_id (`int`, defaults to 0): id of the padding token ([PAD] in BERT's vocabulary).
         tie_word_embeddings (`bool`, defaults to `True`): the language-model heads ([`WaveForMaskedLM`],
@@ -87,6 +91,7 @@ class WaveConfig(PreTrainedConfig):
     pooling: str = "mean"
     layer_norm_eps: float = 1e-12
     wave_eps: float = 1e-6
+    wave_implementation: str = "fused"
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
@@ -103,6 +108,7 @@ class WaveConfig(PreTrainedConfig):
         _check_choice("wave_mode", self.wave_mode, WAVE_MODES)
         _check_choice("wave_readout", self.wave_readout, WAVE_READOUTS)
         _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("wave_implementation", self.wave_implementation, WAVE_IMPLEMENTATIONS)
         _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         _check_choice("hidden_act", self.hidden_act, tuple(ACT2FN))
         if self.problem_type is not None:  # the loss of `WaveForSequenceClassification`; None: chosen from the labels

@@ -118,6 +118,82 @@ def wave_operation(
     return w * w_prime - s * s_prime, w * s_prime + w_prime * s
 
 
+def readout_features(real: torch.Tensor, imag: torch.Tensor, readout: str) -> torch.Tensor:
+    """What g of Eq. (8) reads from the complex result: Re and Im side by side (B, T, 2D), Re (B, T, D), or |Z|."""
+    if readout == "real_imag":
+        return torch.cat([real, imag], dim=-1)  # (B, T, 2D)
+    if readout == "real":
+        return real
+    return torch.sqrt(real.square() + imag.square())  # |Z + Z'|; s + s' >= 2 sqrt(eps) > 0
+
+
+class WaveFusedFunction(torch.autograd.Function):
+    """`wave_operation` plus `readout_features` for the bidirectional wave, with a hand-derived backward pass.
+
+    Autograd would keep about ten (B, T, D) temporaries of the closed form; this keeps only the variants v = [w, w']
+    (B, T, 2D) and their energies G^2 (B, 1, 2D), and rebuilds s in the backward pass. With
+        s_t = sqrt(G^2 - v_t^2 + eps),  G^2 = sum_j v_j^2   (Eqs. 1-2, per dimension)
+    the chain rule through G gives  dL/dv_t = direct_t + 2 v_t (sum_j q_j - q_t),  q_t = (dL/ds_t) / (2 s_t),
+    where `direct` is the derivative of Eqs. (3)-(7) at fixed s. Results equal the autograd path of
+    `wave_operation` (tested in float64, with gradcheck); the causal wave keeps that path.
+    """
+
+    @staticmethod
+    def forward(ctx, variants: torch.Tensor, mode: str, readout: str, eps: float) -> torch.Tensor:
+        energy = variants.square().sum(dim=1, keepdim=True)  # (B, 1, 2D): G^2 of w and w', Eq. (1)
+        s = (energy - variants.square()).clamp_min_(0).add_(eps).sqrt_()  # (B, T, 2D): [s, s'], Eq. (2)
+        ctx.save_for_backward(variants, energy)
+        ctx.mode, ctx.readout, ctx.eps = mode, readout, eps
+        w, w_prime = variants.chunk(2, dim=-1)
+        s, s_prime = s.chunk(2, dim=-1)
+        if mode == "interference":  # Eqs. (3)-(5)
+            real, imag = w + w_prime, s + s_prime
+        else:  # Eqs. (6)-(7)
+            real = torch.addcmul(w * w_prime, s, s_prime, value=-1)
+            imag = torch.addcmul(w * s_prime, w_prime, s)
+        return readout_features(real, imag, readout)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_features: torch.Tensor):
+        variants, energy = ctx.saved_tensors
+        other_energy = energy - variants.square()  # (B, T, 2D): G^2 - v^2
+        s = other_energy.clamp_min(0).add_(ctx.eps).sqrt_()
+        w, w_prime = variants.chunk(2, dim=-1)
+        s1, s2 = s.chunk(2, dim=-1)
+        grad_real, grad_imag = _readout_gradients(grad_features, w, w_prime, s1, s2, ctx.mode, ctx.readout)
+        if ctx.mode == "interference":
+            grad_direct = torch.cat([grad_real, grad_real], dim=-1)
+            grad_s = None if grad_imag is None else torch.cat([grad_imag, grad_imag], dim=-1)
+        elif grad_imag is None:  # modulation, Re only: w w' - s s'
+            grad_direct = torch.cat([grad_real * w_prime, grad_real * w], dim=-1)
+            grad_s = torch.cat([grad_real * s2, grad_real * s1], dim=-1).neg_()
+        else:  # modulation: d/dw of (w w' - s s', w s' + w' s), and d/ds
+            grad_direct = torch.cat(
+                [torch.addcmul(grad_real * w_prime, grad_imag, s2), torch.addcmul(grad_real * w, grad_imag, s1)], dim=-1
+            )
+            grad_s = torch.cat(
+                [torch.addcmul(grad_imag * w_prime, grad_real, s2, value=-1),
+                 torch.addcmul(grad_imag * w, grad_real, s1, value=-1)],
+                dim=-1,
+            )
+        if grad_s is None:  # interference read out as Re = w + w': no token sees another
+            return grad_direct, None, None, None
+        q = grad_s.div_(s).mul_(other_energy >= 0)  # 2 q_t; zero where the clamp of Eq. (2) was active
+        return grad_direct.addcmul_(variants, q.sum(dim=1, keepdim=True) - q), None, None, None
+
+
+def _readout_gradients(grad_features, w, w_prime, s, s_prime, mode, readout):
+    """dL/dRe and dL/dIm from dL/d(features) of `readout_features` (None for Im when only Re is read)."""
+    if readout == "real_imag":
+        return grad_features.chunk(2, dim=-1)
+    if readout == "real":
+        return grad_features, None
+    real, imag = w + w_prime, s + s_prime  # the magnitude readout is refused with modulation
+    magnitude = torch.sqrt(real.square() + imag.square())
+    return grad_features * real / magnitude, grad_features * imag / magnitude
+
+
 class WaveOperation(nn.Module):
     """f and g of Eq. (8): two variants of every token, their wave interference or modulation, and the readout
     g that turns the complex result back into a real token vector ("restore to word embedding", Fig. 6b)."""
@@ -127,6 +203,7 @@ class WaveOperation(nn.Module):
         self.mode = config.wave_mode
         self.readout_type = config.wave_readout
         self.eps = config.wave_eps
+        self.implementation = config.wave_implementation  # "fused": `WaveFusedFunction`
         self.causal = config.is_decoder  # G over tokens 1..t instead of the whole text
         self.layer_idx = layer_idx  # where this layer's running sums live in a `WaveCache`
         # The two variants w and w' of Section 4, computed by one fused Linear(d, 2d).
@@ -144,14 +221,12 @@ class WaveOperation(nn.Module):
             energy = global_energy(variants, causal=True, past_energy=past_energy)  # (B, T, 2D): G_t^2 of w and w'
             if past_key_values is not None:
                 past_key_values.energy[self.layer_idx] = energy[:, -1]  # (B, 2D): the sums over every token so far
-        w, w_prime = variants.chunk(2, dim=-1)  # (B, T, D) each
-        real, imag = wave_operation(w, w_prime, self.mode, self.eps, energy)
-        if self.readout_type == "real_imag":
-            features = torch.cat([real, imag], dim=-1)  # (B, T, 2D)
-        elif self.readout_type == "real":
-            features = real
+        if energy is None and self.implementation == "fused":
+            features = WaveFusedFunction.apply(variants, self.mode, self.readout_type, self.eps)
         else:
-            features = torch.sqrt(real.square() + imag.square())  # |Z + Z'|; s + s' >= 2 sqrt(eps) > 0
+            w, w_prime = variants.chunk(2, dim=-1)  # (B, T, D) each
+            real, imag = wave_operation(w, w_prime, self.mode, self.eps, energy)
+            features = readout_features(real, imag, self.readout_type)  # (B, T, 2D) or (B, T, D)
         features = _clamp_for_half(features, self.readout.weight)
         output = self.readout(features.to(self.readout.weight.dtype))  # (B, T, D)
         return output if token_mask is None else output * token_mask.to(output.dtype)  # keep a half model in half

@@ -86,6 +86,7 @@ def test_pretrained_config_fields():
         ("wave_mode", None, ["'modulation'", "'interference'"]),
         ("wave_readout", "phase", ["'real_imag'", "'real'", "'magnitude'"]),
         ("pooling", "max", ["'mean'", "'cls'"]),
+        ("wave_implementation", "sdpa", ["'fused'", "'eager'"]),
         ("position_embedding_type", "rotary", ["'learned'", "'sinusoidal'", "'none'"]),
         ("position_embedding_type", "absolute", ["'learned'", "'sinusoidal'", "'none'"]),
         ("hidden_act", "swishy", ["'gelu'", "'relu'"]),
