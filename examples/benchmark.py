@@ -65,6 +65,12 @@ MODEL_RECIPES = {
         "family": "wave",
         "config": "configuration/wave-interference-base.json",
     },
+    "wave-modulation-eager": {  # the autograd reference of the wave, to measure what WaveFusedFunction gains
+        "label": "Wave, modulation (eager wave)",
+        "family": "wave",
+        "config": "configuration/wave-modulation-base.json",
+        "overrides": {"wave_implementation": "eager"},
+    },
     "transformer-1layer": {
         "label": "1-layer Transformer",
         "family": "bert",
@@ -130,6 +136,7 @@ def model_config(name: str, settings: dict, max_positions: int):
     quick = settings["quick"]
     if recipe["family"] == "wave":
         config = WaveConfig.from_json_file(str(REPO_ROOT / recipe["config"]))
+        config.update(recipe.get("overrides", {}))
         if quick:
             config.hidden_size, config.vocab_size = QUICK_SIZE["hidden_size"], QUICK_SIZE["vocab_size"]
             if config.intermediate_size > 0:

@@ -113,9 +113,14 @@ def wave_operation(
     """
     energy, energy_prime = (None, None) if energy is None else energy.chunk(2, dim=-1)
     s, s_prime = wave_context(w, eps, energy), wave_context(w_prime, eps, energy_prime)
+    return combine_waves(w, w_prime, s, s_prime, mode)
+
+
+def combine_waves(w, w_prime, s, s_prime, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re and Im of Z + Z' (Eqs. 3-5) or Z * Z' (Eqs. 6-7), for Z = w + i s and Z' = w' + i s'."""
     if mode == "interference":
         return w + w_prime, s + s_prime
-    return w * w_prime - s * s_prime, w * s_prime + w_prime * s
+    return torch.addcmul(w * w_prime, s, s_prime, value=-1), torch.addcmul(w * s_prime, w_prime, s)
 
 
 def readout_features(real: torch.Tensor, imag: torch.Tensor, readout: str) -> torch.Tensor:
@@ -140,58 +145,54 @@ class WaveFusedFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, variants: torch.Tensor, mode: str, readout: str, eps: float) -> torch.Tensor:
-        energy = variants.square().sum(dim=1, keepdim=True)  # (B, 1, 2D): G^2 of w and w', Eq. (1)
-        s = (energy - variants.square()).clamp_min_(0).add_(eps).sqrt_()  # (B, T, 2D): [s, s'], Eq. (2)
+        squares = variants.square()  # (B, T, 2D)
+        energy = squares.sum(dim=1, keepdim=True)  # (B, 1, 2D): G^2 of w and w', Eq. (1)
+        s = squares.neg_().add_(energy).clamp_min_(0).add_(eps).sqrt_()  # [s, s'], Eq. (2), in place
         ctx.save_for_backward(variants, energy)
         ctx.mode, ctx.readout, ctx.eps = mode, readout, eps
         w, w_prime = variants.chunk(2, dim=-1)
         s, s_prime = s.chunk(2, dim=-1)
-        if mode == "interference":  # Eqs. (3)-(5)
-            real, imag = w + w_prime, s + s_prime
-        else:  # Eqs. (6)-(7)
-            real = torch.addcmul(w * w_prime, s, s_prime, value=-1)
-            imag = torch.addcmul(w * s_prime, w_prime, s)
-        return readout_features(real, imag, readout)
+        return readout_features(*combine_waves(w, w_prime, s, s_prime, mode), readout)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_features: torch.Tensor):
         variants, energy = ctx.saved_tensors
         other_energy = energy - variants.square()  # (B, T, 2D): G^2 - v^2
-        s = other_energy.clamp_min(0).add_(ctx.eps).sqrt_()
+        clamp_passes = other_energy >= 0  # where the clamp of Eq. (2) lets the gradient through
+        s = other_energy.clamp_min_(0).add_(ctx.eps).sqrt_()  # [s, s'] again, in place
         w, w_prime = variants.chunk(2, dim=-1)
         s1, s2 = s.chunk(2, dim=-1)
-        grad_real, grad_imag = _readout_gradients(grad_features, w, w_prime, s1, s2, ctx.mode, ctx.readout)
-        if ctx.mode == "interference":
+        grad_real, grad_imag = _readout_gradients(grad_features, w, w_prime, s1, s2, ctx.readout)
+        if ctx.mode == "interference":  # Re = w + w', Im = s + s'
             grad_direct = torch.cat([grad_real, grad_real], dim=-1)
-            grad_s = None if grad_imag is None else torch.cat([grad_imag, grad_imag], dim=-1)
-        elif grad_imag is None:  # modulation, Re only: w w' - s s'
-            grad_direct = torch.cat([grad_real * w_prime, grad_real * w], dim=-1)
-            grad_s = torch.cat([grad_real * s2, grad_real * s1], dim=-1).neg_()
-        else:  # modulation: d/dw of (w w' - s s', w s' + w' s), and d/ds
-            grad_direct = torch.cat(
-                [torch.addcmul(grad_real * w_prime, grad_imag, s2), torch.addcmul(grad_real * w, grad_imag, s1)], dim=-1
-            )
-            grad_s = torch.cat(
-                [torch.addcmul(grad_imag * w_prime, grad_real, s2, value=-1),
-                 torch.addcmul(grad_imag * w, grad_real, s1, value=-1)],
-                dim=-1,
-            )
-        if grad_s is None:  # interference read out as Re = w + w': no token sees another
-            return grad_direct, None, None, None
-        q = grad_s.div_(s).mul_(other_energy >= 0)  # 2 q_t; zero where the clamp of Eq. (2) was active
-        return grad_direct.addcmul_(variants, q.sum(dim=1, keepdim=True) - q), None, None, None
+            if grad_imag is None:  # Re only: no token sees another
+                return grad_direct, None, None, None
+            grad_s = torch.cat([grad_imag, grad_imag], dim=-1)
+        else:  # Re = w w' - s s', Im = w s' + w' s: d/dw, d/dw' at fixed s, and d/ds, d/ds'
+            grad_w, grad_w_prime = grad_real * w_prime, grad_real * w
+            grad_s1, grad_s2 = (grad_real * s2).neg_(), (grad_real * s1).neg_()
+            if grad_imag is not None:
+                grad_w.addcmul_(grad_imag, s2)
+                grad_w_prime.addcmul_(grad_imag, s1)
+                grad_s1.addcmul_(grad_imag, w_prime)
+                grad_s2.addcmul_(grad_imag, w)
+            grad_direct = torch.cat([grad_w, grad_w_prime], dim=-1)
+            grad_s = torch.cat([grad_s1, grad_s2], dim=-1)
+        q = grad_s.div_(s).mul_(clamp_passes)  # 2 q_t, zero where the clamp was active
+        q_total = q.sum(dim=1, keepdim=True)  # (B, 1, 2D)
+        return grad_direct.addcmul_(variants, q.neg_().add_(q_total)), None, None, None
 
 
-def _readout_gradients(grad_features, w, w_prime, s, s_prime, mode, readout):
+def _readout_gradients(grad_features, w, w_prime, s, s_prime, readout):
     """dL/dRe and dL/dIm from dL/d(features) of `readout_features` (None for Im when only Re is read)."""
     if readout == "real_imag":
         return grad_features.chunk(2, dim=-1)
     if readout == "real":
         return grad_features, None
     real, imag = w + w_prime, s + s_prime  # the magnitude readout is refused with modulation
-    magnitude = torch.sqrt(real.square() + imag.square())
-    return grad_features * real / magnitude, grad_features * imag / magnitude
+    magnitude = torch.hypot(real, imag)
+    return real.mul_(grad_features).div_(magnitude), imag.mul_(grad_features).div_(magnitude)
 
 
 class WaveOperation(nn.Module):
