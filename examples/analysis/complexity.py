@@ -44,10 +44,13 @@ from common import (
 from modeling_wave.modeling_wave import WaveLayer
 
 # What is measured. `ffn`: feed-forward width as a multiple of d (0: none, as in the Wave presets).
+# The Wave formulas are derived for the autograd reference of the wave ("eager"); "wave-modulation-fused" is the
+# default `WaveFusedFunction`, which keeps fewer activations.
 VARIANTS = {
-    "wave-modulation": {"kind": "wave", "wave_mode": "modulation", "ffn": 0},
-    "wave-interference": {"kind": "wave", "wave_mode": "interference", "ffn": 0},
-    "wave-modulation-ffn": {"kind": "wave", "wave_mode": "modulation", "ffn": 4},
+    "wave-modulation": {"kind": "wave", "wave_mode": "modulation", "ffn": 0, "implementation": "eager"},
+    "wave-interference": {"kind": "wave", "wave_mode": "interference", "ffn": 0, "implementation": "eager"},
+    "wave-modulation-ffn": {"kind": "wave", "wave_mode": "modulation", "ffn": 4, "implementation": "eager"},
+    "wave-modulation-fused": {"kind": "wave", "wave_mode": "modulation", "ffn": 0, "implementation": "fused"},
     # BERT's layer as configured (attention dropout 0.1): eager attention; SDPA in training uses the same math.
     "transformer": {"kind": "bert", "attention": "eager", "attention_dropout": 0.1, "ffn": 4},
     # SDPA without attention dropout runs PyTorch's fused (flash) CPU kernel: no n x n tensor is kept.
@@ -57,6 +60,7 @@ STYLES = {
     "wave-modulation": ("tab:blue", "o"),
     "wave-interference": ("tab:orange", "s"),
     "wave-modulation-ffn": ("tab:cyan", "D"),
+    "wave-modulation-fused": ("tab:purple", "x"),
     "transformer": ("tab:green", "^"),
     "transformer-flash": ("tab:olive", "v"),
 }
@@ -79,8 +83,8 @@ def formulas(variant: str, n: int, d: int, h: int, L: int, B: int = 1) -> dict:
     m = spec["ffn"] * d
     if spec["kind"] == "wave":
         flops = 8 * n * d * d + 4 * n * d * m
-        elements = (23 if spec["wave_mode"] == "modulation" else 19) * n * d + 2 * n + 2 * d
-        memory = 11 * n * d + 2 * n
+        elements = (21 if spec["wave_mode"] == "modulation" else 19) * n * d + 2 * n + 2 * d
+        memory = 11 * n * d + 2 * n if spec["implementation"] == "eager" else 7 * n * d + 2 * n + 2 * d
         if m:
             elements += n * m + 2 * n * d + 2 * n
             memory += 3 * n * d + 2 * n * m + 2 * n
@@ -109,6 +113,7 @@ def build_layers(variant: str, d: int, L: int, seed: int) -> list[torch.nn.Modul
     if spec["kind"] == "wave":
         config = AutoConfig.from_pretrained(str(repo_path("configuration/wave-modulation-base.json")))
         config.hidden_size, config.wave_mode, config.intermediate_size = d, spec["wave_mode"], spec["ffn"] * d
+        config.wave_implementation = spec["implementation"]
         return [WaveLayer(config) for _ in range(L)]
     config = AutoConfig.from_pretrained(str(repo_path("configuration/analysis-bert-1layer.json")))
     resize_config(config, d)
