@@ -52,8 +52,8 @@ def test_writes_json_markdown_and_plots(quick_run):
     assert markdown in stdout  # the same table is printed
     for heading in ("## Batch 4, length 32", "## Physical limit", "## Targets", "## Length sweep, batch 2"):
         assert heading in markdown
-    for recipe in benchmark.MODEL_RECIPES.values():
-        assert recipe["label"] in markdown
+    for name in MODELS:
+        assert benchmark.MODEL_RECIPES[name]["label"] in markdown
 
 
 def test_settings_come_from_the_quick_preset(quick_run):
@@ -262,3 +262,12 @@ def test_presets_parse(name):
     settings, _ = benchmark.parse_settings([str(REPO_ROOT / "configuration" / name)])
     assert settings["models"] and settings["repeats"] > 0
     assert all(length > 0 for length in settings["seq_lengths"])
+
+
+def test_eager_wave_recipe_is_the_same_model_with_the_autograd_wave():
+    settings = {**benchmark.DEFAULTS, "quick": True}
+    fused = benchmark.model_config("wave-modulation", settings, max_positions=64)
+    eager = benchmark.model_config("wave-modulation-eager", settings, max_positions=64)
+    assert (fused.wave_implementation, eager.wave_implementation) == ("fused", "eager")
+    assert {**eager.to_dict(), "wave_implementation": "fused"} == fused.to_dict()
+    assert "wave-modulation-eager" not in benchmark.DEFAULTS["models"]  # opt-in: the CPU preset names it
