@@ -35,7 +35,6 @@ import transformers
 from transformers import (
     AutoConfig,
     DataCollatorForLanguageModeling,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -50,6 +49,7 @@ from wave_data import (  # noqa: E402
     build_compute_metrics,
     load_raw_splits,
     load_tokenizer,
+    parse_experiment_arguments,
     tokenize_splits,
 )
 
@@ -99,20 +99,7 @@ QUICK_DATA = dict(max_seq_length=64, max_train_samples=64, max_eval_samples=32, 
 
 
 def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments]:
-    parser = HfArgumentParser((DataArguments, ExperimentArguments))
-    data_args, args = parser.parse_args_into_dataclasses(args=argv)
-    if args.quick:
-        defaults = ExperimentArguments()
-        for name, value in QUICK.items():
-            if getattr(args, name) == getattr(defaults, name):  # --quick sets what the command line leaves alone
-                setattr(args, name, value)
-        data_defaults = DataArguments()
-        for name, value in QUICK_DATA.items():
-            if getattr(data_args, name) == getattr(data_defaults, name):
-                setattr(data_args, name, value)
-    if data_args.data_dir is None and data_args.dataset_name is None:
-        data_args.dataset_name = "stanfordnlp/imdb"
-    return data_args, args
+    return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
 def training_arguments(

@@ -41,7 +41,6 @@ import transformers
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
     default_data_collator,
@@ -52,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example m
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
 
 from modeling_wave import WaveConfig, WaveForCausalLM  # noqa: E402
-from wave_data import DataArguments, load_raw_splits, load_tokenizer  # noqa: E402
+from wave_data import DataArguments, load_raw_splits, load_tokenizer, parse_experiment_arguments  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +92,7 @@ QUICK_DATA = dict(max_train_samples=24, max_eval_samples=8)
 
 
 def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments]:
-    parser = HfArgumentParser((DataArguments, ExperimentArguments))
-    data_args, args = parser.parse_args_into_dataclasses(args=argv)
-    if args.quick:
-        for dataclass_args, values in ((args, QUICK), (data_args, QUICK_DATA)):
-            defaults = type(dataclass_args)()
-            for name, value in values.items():
-                if getattr(dataclass_args, name) == getattr(defaults, name):  # the command line wins
-                    setattr(dataclass_args, name, value)
-    if data_args.data_dir is None and data_args.dataset_name is None:
-        data_args.dataset_name = "stanfordnlp/imdb"
-    return data_args, args
+    return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
 def text_blocks(texts, tokenizer, block_size: int) -> list[dict]:
