@@ -93,6 +93,19 @@ def test_gradients_quick(data_dir, tmp_path):
         assert payload["summary"][name]["pooled"]["p10"] <= payload["summary"][name]["pooled"]["p90"]
 
 
+def test_convergence_records_gradients_of_the_same_run(data_dir, tmp_path):
+    """`convergence.py --record_gradients`: the convergence series of a plain run and the norms of gradients.py."""
+    models = ["--models", "wave-modulation,bert-1layer"]
+    both = run_quick(convergence, data_dir, tmp_path / "both", *models, "--record_gradients")
+    assert_outputs(tmp_path / "both", "convergence.json", "gradients.json", "gradients.png", "gradients.md")
+    plain = run_quick(convergence, data_dir, tmp_path / "plain", *models)
+    alone = run_quick(gradients, data_dir, tmp_path / "alone", *models)
+    for name in ("wave-modulation", "bert-1layer"):
+        assert both["models"][name]["eval"] == plain["models"][name]["eval"], name
+        assert both["models"][name]["train_loss"] == plain["models"][name]["train_loss"], name
+        assert both["gradients"]["models"][name]["gradient_norms"] == alone["models"][name]["gradient_norms"], name
+
+
 def test_embeddings_quick(data_dir, tmp_path):
     payload = run_quick(embeddings, data_dir, tmp_path)
     assert_outputs(tmp_path, "embeddings.json", "embeddings.png", "embeddings.md")

@@ -8,12 +8,17 @@ all-MiniLM-L6-v2 fine-tuned) trains on the same IMDB batches (500 of 32 texts, l
 the same fixed test sample (500 reviews) before training and every 10 batches. Writes to the output folder:
 convergence.json (every series and the settings), convergence.md (a table) and convergence.png (accuracy and
 loss against batches).
+
+With --record_gradients, the same training also records the gradient norms of gradients.py (its hooks change no
+number of the training) and writes gradients.json / .md / .png to the same folder: one training run for both
+analyses instead of two.
 """
 
 import sys
 
 import matplotlib.pyplot as plt
 
+import gradients
 from common import (
     COLORS,
     AnalysisData,
@@ -36,21 +41,35 @@ BUDGET_FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # table columns: test accuracy after th
 
 
 def main(argv: list[str] | None = None) -> dict:
-    settings = parse_settings("convergence", __doc__, argv)
+    settings = parse_settings("convergence", __doc__, argv, extra_arguments)
     folder = output_dir(settings)
     data = AnalysisData(settings, training_samples(settings), settings["eval_samples"])
-    results = {}
+    results, gradient_results = {}, {}
     for name in settings["models"]:
         spec = settings["model_specs"][name]
         model = build_model(name, settings, data.num_labels)
-        history = train(model, data, settings, spec["learning_rate"], label=name)
+        recorder = gradients.GradientRecorder(model) if settings["record_gradients"] else None
+        history = train(model, data, settings, spec["learning_rate"], on_backward=recorder, label=name)
         results[name] = {"learning_rate": spec["learning_rate"], **parameter_counts(model), **history}
+        if recorder is not None:
+            recorder.remove()
+            gradient_results[name] = gradients.model_result(spec, model, history, recorder)
         del model
     payload = {"run": run_info(settings), "test_samples": len(data.test), "models": results}
     write_json(folder / "convergence.json", payload)
     plot(payload, settings, folder / "convergence.png")
     write_markdown(folder / "convergence.md", table(payload, settings))
+    if gradient_results:
+        payload["gradients"] = gradients.write_outputs(settings, folder, len(data.test), gradient_results)
     return payload
+
+
+def extra_arguments(parser):
+    parser.add_argument(
+        "--record_gradients",
+        action="store_true",
+        help="also write the outputs of gradients.py, from this same training run",
+    )
 
 
 def plot(payload: dict, settings: dict, path):

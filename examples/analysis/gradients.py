@@ -94,7 +94,6 @@ def _norm(gradients) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     settings = parse_settings("gradients", __doc__, argv)
-    folder = output_dir(settings)
     data = AnalysisData(settings, training_samples(settings), settings["eval_samples"])
     results = {}
     for name in settings["models"]:
@@ -103,18 +102,28 @@ def main(argv: list[str] | None = None) -> dict:
         recorder = GradientRecorder(model)
         history = train(model, data, settings, spec["learning_rate"], on_backward=recorder, label=name)
         recorder.remove()
-        results[name] = {
-            "learning_rate": spec["learning_rate"],
-            **parameter_counts(model),
-            "step": history["step"],
-            "train_loss": history["train_loss"],
-            "gradient_norms": recorder.series,
-            "final_test": history["eval"][-1],
-            "diverged": history["diverged"],
-            "seconds_per_batch": history["seconds_per_batch"],
-        }
+        results[name] = model_result(spec, model, history, recorder)
         del model
-    payload = {"run": run_info(settings), "quantities": QUANTITIES, "test_samples": len(data.test), "models": results}
+    return write_outputs(settings, output_dir(settings), len(data.test), results)
+
+
+def model_result(spec: dict, model, history: dict, recorder: GradientRecorder) -> dict:
+    """One model's entry of gradients.json: its training history and the recorded norms."""
+    return {
+        "learning_rate": spec["learning_rate"],
+        **parameter_counts(model),
+        "step": history["step"],
+        "train_loss": history["train_loss"],
+        "gradient_norms": recorder.series,
+        "final_test": history["eval"][-1],
+        "diverged": history["diverged"],
+        "seconds_per_batch": history["seconds_per_batch"],
+    }
+
+
+def write_outputs(settings: dict, folder, test_samples: int, results: dict) -> dict:
+    """gradients.json, gradients.png and gradients.md in `folder` (also used by `convergence.py --record_gradients`)."""
+    payload = {"run": run_info(settings), "quantities": QUANTITIES, "test_samples": test_samples, "models": results}
     payload["summary"] = summarize(results)
     write_json(folder / "gradients.json", payload)
     plot(payload, settings, folder / "gradients.png")
