@@ -17,11 +17,12 @@ Everything lands in `output_dir`: the pre-trained masked LM in `mlm/` (with toke
 its accuracies mean nothing.
 
 Full run (d = 256, one Wave block; 1,500 pre-training steps of 32 texts x 128 tokens, then 300 fine-tuning steps of
-32 texts x 256 tokens for each initialisation; 20,000 training / 5,000 validation / 25,000 test reviews). On two CPU
-threads the pre-training dominates (about 3-4 s a step, most of it the 256 x 30,522 vocabulary projection): about
-2 hours in all.
+32 texts x 256 tokens for each of 3 seeds and both initialisations; 20,000 training / 5,000 validation / 25,000 test
+reviews). On two CPU threads a pre-training step takes 2.3 s (most of it the 256 x 30,522 vocabulary projection) and
+the six fine-tunings with their evaluations 28 min: about 1.5 hours in all. The README's run pre-trained for one
+epoch (`--mlm_steps 625`, 24 min):
 
-    python examples/pretrain_mlm.py --data_dir ../shared/data/imdb --output_dir runs/pretrain-mlm
+    python examples/pretrain_mlm.py --data_dir ../shared/data/imdb --output_dir runs/pretrain-mlm [--mlm_steps 625]
 """
 
 import json
