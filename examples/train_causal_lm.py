@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example m
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
 
 from modeling_wave import WaveConfig, WaveForCausalLM  # noqa: E402
+from modeling_wave.modeling_wave import CACHE_NAME  # noqa: E402
 from wave_data import DataArguments, load_raw_splits, load_tokenizer, parse_experiment_arguments  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def generation_benchmark(models: dict, prompt: torch.Tensor, lengths: list[int])
                     "new_tokens": generated,
                     "seconds": seconds,
                     "tokens_per_second": generated / seconds,
-                    "cache_bytes": cache_bytes(output.past_key_values),
+                    "cache_bytes": cache_bytes(getattr(output, CACHE_NAME)),
                 }
             )
             logger.info(

@@ -10,6 +10,7 @@ A causal Wave Network (`config.is_decoder`, used by `WaveForCausalLM`) gives tok
 step to the next (`WaveCache`), constant in size, where a Transformer keeps the keys and values of every token.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
     BaseModelOutputWithPooling,
     CausalLMOutputWithPast,
     MaskedLMOutput,
@@ -29,10 +31,30 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.utils import logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_wave import WaveConfig
 
 logger = logging.get_logger(__name__)
+
+# transformers 5.24 renamed the cache of model outputs and of `forward` / `generate` from `past_key_values` to
+# `cache`: outputs here take the installed version's name, `forward` takes `cache` (see `accepts_past_key_values`).
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def accepts_past_key_values(forward):
+    """Let `forward(cache=...)` also take the cache as `past_key_values`: the name that `generate` passes before
+    transformers 5.24, deprecated since (as in Transformers' own models)."""
+    if CACHE_NAME == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @functools.wraps(forward)
+    def forward_with_past_key_values(self, *args, past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            kwargs["cache"] = past_key_values
+        return forward(self, *args, **kwargs)
+
+    return forward_with_past_key_values
 
 
 def sinusoidal_position_embeddings(position_ids: torch.Tensor, dim: int) -> torch.Tensor:
@@ -212,16 +234,16 @@ class WaveOperation(nn.Module):
         readout_width = 2 * config.hidden_size if config.wave_readout == "real_imag" else config.hidden_size
         self.readout = nn.Linear(readout_width, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, token_mask=None, past_key_values=None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, token_mask=None, cache=None) -> torch.Tensor:
         variants = _upcast_half(self.projection(hidden_states))  # (B, T, 2D), at least float32
         if token_mask is not None:
             variants = variants * token_mask  # the projection's bias would turn pads back into tokens
         energy = None  # bidirectional: G^2 over the whole text, Eq. (1), inside `wave_operation`
         if self.causal:
-            past_energy = None if past_key_values is None else past_key_values.energy[self.layer_idx]
+            past_energy = None if cache is None else cache.energy[self.layer_idx]
             energy = global_energy(variants, causal=True, past_energy=past_energy)  # (B, T, 2D): G_t^2 of w and w'
-            if past_key_values is not None:
-                past_key_values.energy[self.layer_idx] = energy[:, -1]  # (B, 2D): the sums over every token so far
+            if cache is not None:
+                cache.energy[self.layer_idx] = energy[:, -1]  # (B, 2D): the sums over every token so far
         if energy is None and self.implementation == "fused":
             features = WaveFusedFunction.apply(variants, self.mode, self.readout_type, self.eps)
         else:
@@ -259,8 +281,8 @@ class WaveLayer(GradientCheckpointingLayer):
             self.output_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, token_mask=None, past_key_values=None) -> torch.Tensor:
-        wave_output = self.wave(hidden_states, token_mask, past_key_values)
+    def forward(self, hidden_states: torch.Tensor, token_mask=None, cache=None) -> torch.Tensor:
+        wave_output = self.wave(hidden_states, token_mask, cache)
         hidden_states = self.wave_layer_norm(hidden_states + self.dropout(wave_output))
         if self.feed_forward is None:
             return hidden_states
@@ -274,10 +296,10 @@ class WaveEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([WaveLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, token_mask=None, output_hidden_states=False, past_key_values=None):
+    def forward(self, hidden_states, token_mask=None, output_hidden_states=False, cache=None):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layer:
-            hidden_states = layer(hidden_states, token_mask, past_key_values=past_key_values)
+            hidden_states = layer(hidden_states, token_mask, cache=cache)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         return hidden_states, all_hidden_states
@@ -353,9 +375,13 @@ class WaveCache:
 
 @dataclass
 class WaveModelOutput(BaseModelOutputWithPooling):
-    """`BaseModelOutputWithPooling` plus the `WaveCache` of a causal model (`past_key_values`)."""
+    """`BaseModelOutputWithPooling` plus the `WaveCache` of a causal model, under the installed Transformers' name for
+    the cache of an output (`CACHE_NAME`)."""
 
-    past_key_values: WaveCache | None = None
+    if CACHE_NAME == "cache":
+        cache: WaveCache | None = None
+    else:
+        past_key_values: WaveCache | None = None
 
 
 def _upcast_half(x: torch.Tensor) -> torch.Tensor:
@@ -419,6 +445,7 @@ class WaveModel(WavePreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    @accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -426,7 +453,7 @@ class WaveModel(WavePreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        past_key_values: WaveCache | None = None,
+        cache: WaveCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -435,10 +462,10 @@ class WaveModel(WavePreTrainedModel):
         token_type_ids (`torch.LongTensor`, *optional*):
             Accepted so that `model(**tokenizer(texts))` works with BERT tokenizers, and ignored: the Wave Network
             has no segment embeddings.
-        past_key_values (`WaveCache`, *optional*):
+        cache (`WaveCache`, *optional*):
             Causal models (`config.is_decoder`) only: the running sums of earlier calls, updated in place, so that
             the input holds only the new tokens. `attention_mask` may cover the earlier tokens too (as `generate`
-            passes it).
+            passes it). Also taken as `past_key_values`, its name before transformers 5.24.
         use_cache (`bool`, *optional*):
             Causal models only: return the `WaveCache` (a new one if none is passed). Defaults to `config.use_cache`.
         """
@@ -446,8 +473,8 @@ class WaveModel(WavePreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        past_key_values = self._prepare_cache(past_key_values, use_cache)
-        past_length = 0 if past_key_values is None else past_key_values.get_seq_length()
+        cache = self._prepare_cache(cache, use_cache)
+        past_length = 0 if cache is None else cache.get_seq_length()
         batch_size, seq_length = self._check_inputs(input_ids, attention_mask, inputs_embeds, past_length)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if attention_mask is not None:
@@ -455,50 +482,43 @@ class WaveModel(WavePreTrainedModel):
 
         token_mask = None if attention_mask is None else (attention_mask != 0).unsqueeze(-1)  # (B, T, 1)
         if position_ids is None:
-            past_tokens = None if past_key_values is None else past_key_values.seen_tokens
+            past_tokens = None if cache is None else cache.seen_tokens
             position_ids = self._position_ids(attention_mask, batch_size, seq_length, device, past_tokens)
         self._check_positions(position_ids)
 
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, D)
         if token_mask is not None:
             token_mask = token_mask.to(_upcast_half(hidden_states).dtype)
-        sequence_output, all_hidden_states = self.encoder(
-            hidden_states, token_mask, output_hidden_states, past_key_values
-        )
-        if past_key_values is not None:
-            past_key_values.update_length(token_mask, batch_size, seq_length, device)
+        sequence_output, all_hidden_states = self.encoder(hidden_states, token_mask, output_hidden_states, cache)
+        if cache is not None:
+            cache.update_length(token_mask, batch_size, seq_length, device)
         pooled_output = pool_text(sequence_output, token_mask, self.config.pooling)  # (B, D)
 
         if not return_dict:
-            outputs = (sequence_output, pooled_output, all_hidden_states, past_key_values)
+            outputs = (sequence_output, pooled_output, all_hidden_states, cache)
             return tuple(v for v in outputs if v is not None)
         return WaveModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
             hidden_states=all_hidden_states,
-            past_key_values=past_key_values,
+            **{CACHE_NAME: cache},
         )
 
-    def _prepare_cache(self, past_key_values, use_cache):
+    def _prepare_cache(self, cache, use_cache):
         """The `WaveCache` to fill: the one passed, a new one if `use_cache`, or None. Causal models only."""
         if not self.config.is_decoder:
-            if past_key_values is not None:
+            if cache is not None:
                 raise ValueError(
-                    "`past_key_values` needs a causal Wave Network (`is_decoder=True`, e.g. WaveForCausalLM): with "
+                    "A cache needs a causal Wave Network (`is_decoder=True`, e.g. WaveForCausalLM): with "
                     "the bidirectional G of Eq. (1), every token depends on the tokens after it."
                 )
             return None
-        if past_key_values is not None and not isinstance(past_key_values, WaveCache):
-            raise ValueError(
-                "`past_key_values` must be a WaveCache (running sums of squares), got "
-                f"{type(past_key_values).__name__}."
-            )
+        if cache is not None and not isinstance(cache, WaveCache):
+            raise ValueError(f"The cache must be a WaveCache (running sums of squares), got {type(cache).__name__}.")
+        if self.training and self.is_activation_checkpointing:
+            return None  # checkpointed layers run twice (again in the backward pass): they would add their sums twice
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if use_cache and self.training and self.is_activation_checkpointing:
-            use_cache = False  # checkpointed layers skip the cache (they run twice); a half-filled one would mislead
-        if past_key_values is None and use_cache:
-            past_key_values = WaveCache(self.config)
-        return past_key_values
+        return WaveCache(self.config) if cache is None and use_cache else cache
 
     @staticmethod
     def _position_ids(attention_mask, batch_size, seq_length, device, past_tokens=None):
@@ -798,6 +818,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.decoder = new_embeddings
 
+    @accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -805,7 +826,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        past_key_values: WaveCache | None = None,
+        cache: WaveCache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -815,9 +836,10 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
             Accepted from BERT tokenizers and ignored (no segment embeddings).
-        past_key_values (`WaveCache`, *optional*):
+        cache (`WaveCache`, *optional*):
             The running sums of the tokens before `input_ids` (from an earlier call with `use_cache=True`), updated in
-            place. `attention_mask` may cover those earlier tokens too.
+            place. `attention_mask` may cover those earlier tokens too. Also taken as `past_key_values`, its name
+            before transformers 5.24.
         use_cache (`bool`, *optional*):
             Return the `WaveCache` (defaults to `config.use_cache`; off when `labels` are given).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -834,7 +856,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
@@ -843,11 +865,11 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
         logits = self.lm_head(outputs.last_hidden_state[:, kept])  # (B, T or kept, V)
         loss = None if labels is None else self._loss(logits, labels)
 
+        cache = getattr(outputs, CACHE_NAME)
         if not return_dict:
-            output = (logits, outputs.past_key_values, outputs.hidden_states)
-            return tuple(v for v in ((loss,) + output) if v is not None)
+            return tuple(v for v in (loss, logits, cache, outputs.hidden_states) if v is not None)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: cache}
         )
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

