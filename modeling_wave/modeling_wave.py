@@ -516,7 +516,10 @@ class WaveModel(WavePreTrainedModel):
         if cache is not None and not isinstance(cache, WaveCache):
             raise ValueError(f"The cache must be a WaveCache (running sums of squares), got {type(cache).__name__}.")
         if self.training and self.is_activation_checkpointing:
-            return None  # checkpointed layers run twice (again in the backward pass): they would add their sums twice
+            if cache is not None or use_cache:
+                # checkpointed layers run twice (again in the backward pass): they would add their sums twice
+                logger.warning_once("A WaveCache is not filled while training with activation checkpointing.")
+            return None
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         return WaveCache(self.config) if cache is None and use_cache else cache
 

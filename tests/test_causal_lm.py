@@ -27,8 +27,10 @@ from test_modeling_wave import WAVES, WaveModelTester, paper_wave_operation, ran
 
 from modeling_wave import WaveCache, WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
 from modeling_wave.modeling_wave import CACHE_NAME, WaveModelOutput, global_energy, wave_operation
+from modeling_wave.modeling_wave import logger as modeling_wave_logger
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.testing_utils import CaptureLogger
 
 
 @pytest.fixture(autouse=True)
@@ -246,7 +248,9 @@ def test_activation_checkpointing_drops_the_cache():
     model.activation_checkpointing_enable()
     input_ids = torch.randint(1, 99, (2, 5))
     cache = WaveCache(model.config)
-    assert cache_of(model(input_ids=input_ids, use_cache=True)) is None
+    with CaptureLogger(modeling_wave_logger) as captured:
+        assert cache_of(model(input_ids=input_ids, use_cache=True)) is None
+    assert "not filled while training with activation checkpointing" in captured.out
     assert cache_of(model(input_ids=input_ids, cache=cache)) is None and cache.get_seq_length() == 0
 
 
