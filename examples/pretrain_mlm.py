@@ -119,7 +119,6 @@ def training_arguments(
         report_to="none",
         seed=seed,
         data_seed=seed,
-        use_cpu=True,
         disable_tqdm=True,
     )
 

@@ -24,12 +24,21 @@ def row_command(spec: dict, row: dict, seed: int, output_dir: Path, extra: list[
     settings = {**spec.get("common", {}), **row.get("args", {}), "seed": seed}
     overrides = [o for o in (spec.get("common", {}).get("config_overrides"), row.get("args", {}).get("config_overrides")) if o]
     if overrides:  # the row's model changes apply on top of the shared ones
-        settings["config_overrides"] = ",".join(overrides)
+        settings["config_overrides"] = merge_overrides(overrides)
     settings["output_dir"] = str(output_dir / f"{row['name']}-seed{seed}")
-    command = [sys.executable, TRAIN_SCRIPT, spec["preset"]]
+    command = [sys.executable, row.get("script", spec.get("script", TRAIN_SCRIPT)), row.get("preset", spec["preset"])]
     for key, value in settings.items():
-        command += [f"--{key}", str(value)]
+        command += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
     return command + extra
+
+
+def merge_overrides(overrides: list) -> str | dict:
+    """Comma-separated `key=value` strings join with commas; JSON objects (for list values) merge, later keys win."""
+    if all(isinstance(o, str) for o in overrides):
+        return ",".join(overrides)
+    if not all(isinstance(o, dict) for o in overrides):
+        raise ValueError(f"config_overrides mixes 'key=value' strings and JSON objects: {overrides}; use one form.")
+    return {key: value for o in overrides for key, value in o.items()}
 
 
 def run_row(command: list[str], output_dir: Path) -> dict:

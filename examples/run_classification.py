@@ -56,7 +56,18 @@ class ModelArguments:
         default=None, metadata={"help": "A trained checkpoint (folder or Hub id) to fine-tune instead."}
     )
     config_overrides: str | None = field(
-        default=None, metadata={"help": "Comma-separated config changes, e.g. 'hidden_size=256,wave_mode=interference'."}
+        default=None,
+        metadata={
+            "help": "Config changes: comma-separated, e.g. 'hidden_size=256,wave_mode=interference', or a JSON object "
+            """for values that are lists, e.g. '{"wide_ngram_sizes": [1, 2, 3]}'."""
+        },
+    )
+    wide_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
+            "sparse features, learns best with a larger one than the wave (default: learning_rate)."
+        },
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."}
@@ -68,9 +79,26 @@ class ModelArguments:
 class ClassificationTrainer(Trainer):
     """Trainer whose model card also carries the pipeline tag, the test results and how to load the model."""
 
-    def __init__(self, *args, card_info: dict | None = None, **kwargs):
+    def __init__(self, *args, card_info: dict | None = None, wide_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.card_info = card_info or {}
+        self.wide_learning_rate = wide_learning_rate
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, with the wide part's weights in parameter groups of their own learning rate (the
+        schedule scales every group alike)."""
+        optimizer = super().create_optimizer(model)
+        wide = getattr(self.model, "wide", None)
+        if self.wide_learning_rate is None or wide is None:
+            return optimizer
+        wide_ids = {id(p) for p in wide.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in wide_ids]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in wide_ids]
+                settings = {key: value for key, value in group.items() if key != "params"}
+                optimizer.add_param_group({**settings, "params": moved, "lr": self.wide_learning_rate})
+        return optimizer
 
     def create_model_card(self, *args, **kwargs):
         super().create_model_card(*args, **kwargs)
@@ -148,7 +176,11 @@ def build_model(model_args: ModelArguments, label_names: list[str]):
     source = resolve_pretrained_path(source)
     config = AutoConfig.from_pretrained(source, trust_remote_code=model_args.trust_remote_code, **labels)
     if model_args.config_overrides:
-        config.update_from_string(model_args.config_overrides)
+        overrides = model_args.config_overrides.strip()
+        if overrides.startswith("{"):
+            config.update(json.loads(overrides))
+        else:
+            config.update_from_string(overrides)
         if hasattr(config, "check_wave_fields"):
             config.check_wave_fields()
     if model_args.model_name_or_path is None:
@@ -184,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(len(label_names)),
         card_info={"license": model_args.model_card_license, "dataset": data_args.dataset_name},
+        wide_learning_rate=model_args.wide_learning_rate,
     )
 
     results = {}

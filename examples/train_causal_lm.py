@@ -12,7 +12,9 @@ optimiser, schedule and number of steps:
   4 d^2 parameters per layer where the wave has 4 d^2 + 3 d in its projection and readout).
 
 Texts: the reviews of the IMDB *training* split, joined with [SEP] and cut into blocks of `block_size` tokens; 20% of
-the split is held out (seeded, as everywhere in the examples) and gives the validation perplexity. The test set is
+the split is held out (seeded, as everywhere in the examples) and gives the validation perplexity. Both models are
+saved with the tokenizer they were trained with (`causal_lm_tokenizer`: no [CLS] ... [SEP] around a text, [SEP] the
+end of a review), so `pipeline("text-generation", model="runs/causal-lm/wave")` prompts them as they were trained. The test set is
 not used. Then each model generates 1k..16k tokens (greedy, batch 1, interleaved model by model so that machine noise
 hits both alike): tokens per second and the bytes its cache holds at the end. The Wave cache is per layer two
 running sums, (1, 2d); GPT-2's key/value cache grows with every token. Results go to `output_dir/results.json`.
@@ -28,6 +30,7 @@ The README's run: 300 steps and 500 validation reviews (`--max_steps 300 --max_e
     python examples/train_causal_lm.py --data_dir ../shared/data/imdb --output_dir runs/causal-lm
 """
 
+import copy
 import json
 import logging
 import math
@@ -39,9 +42,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from tokenizers import processors
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
     Trainer,
     TrainingArguments,
     default_data_collator,
@@ -97,11 +102,31 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments
     return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
+def causal_lm_tokenizer(tokenizer):
+    """BERT's WordPiece as a left-to-right model reads it: the training stream is `review [SEP] review [SEP] ...`,
+    so a text gets no [CLS] ... [SEP] around it (BERT's post-processor is dropped), [SEP] is the end-of-text token
+    at which generation stops, and prompts are padded on the left for batched generation. Saved next to a model,
+    it makes `pipeline("text-generation")` tokenize a prompt the way the training texts were."""
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")  # no special tokens
+    backend.no_truncation()  # the call decides (a review has no length limit here)
+    backend.no_padding()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token=tokenizer.unk_token,
+        pad_token=tokenizer.pad_token,
+        eos_token=tokenizer.sep_token,
+        sep_token=tokenizer.sep_token,
+        model_max_length=tokenizer.model_max_length,
+        padding_side="left",
+    )
+
+
 def text_blocks(texts, tokenizer, block_size: int) -> list[dict]:
     """All texts as one token stream ([SEP] between reviews), cut into full blocks (the tail is dropped)."""
     ids = []
     for encoded in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:  # no length limit
-        ids += encoded + [tokenizer.sep_token_id]
+        ids += encoded + [tokenizer.eos_token_id]
     count = len(ids) // block_size
     blocks = torch.tensor(ids[: count * block_size]).view(count, block_size)  # (N, block_size)
     return [{"input_ids": block, "labels": block} for block in blocks]
@@ -121,6 +146,8 @@ def build_models(args: ExperimentArguments, tokenizer, longest: int) -> dict:
             is_decoder=True,
         )
     )
+    wave.generation_config.eos_token_id = tokenizer.eos_token_id  # [SEP] ends every review in the training stream
+    wave.generation_config.pad_token_id = tokenizer.pad_token_id
     set_seed(args.seed)
     gpt2 = GPT2LMHeadModel(
         GPT2Config(
@@ -130,15 +157,15 @@ def build_models(args: ExperimentArguments, tokenizer, longest: int) -> dict:
             n_layer=args.num_hidden_layers,
             n_head=args.num_attention_heads,
             n_inner=args.intermediate_size,
-            bos_token_id=tokenizer.cls_token_id,
-            eos_token_id=tokenizer.sep_token_id,
+            bos_token_id=tokenizer.eos_token_id,  # one end-of-text token for both, as GPT-2's <|endoftext|>
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
     )
     return {"wave": wave, "gpt2": gpt2}
 
 
-def train(name: str, model, args: ExperimentArguments, blocks: dict, output_dir: Path) -> dict:
+def train(name: str, model, args: ExperimentArguments, blocks: dict, tokenizer, output_dir: Path) -> dict:
     set_seed(args.seed)
     trainer = Trainer(
         model=model,
@@ -156,12 +183,12 @@ def train(name: str, model, args: ExperimentArguments, blocks: dict, output_dir:
             report_to="none",
             seed=args.seed,
             data_seed=args.seed,
-            use_cpu=True,
             disable_tqdm=True,
         ),
         train_dataset=blocks["train"],
         eval_dataset=blocks["validation"],
         data_collator=default_data_collator,
+        processing_class=tokenizer,  # saved with the model
     )
     train_metrics = trainer.train().metrics
     eval_loss = trainer.evaluate()["eval_loss"]  # every block is full, so this is the mean over all tokens
@@ -192,8 +219,8 @@ def generation_benchmark(models: dict, prompt: torch.Tensor, lengths: list[int])
             model.eval()
             start = time.perf_counter()
             output = model.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
+                prompt.to(model.device),  # Trainer left the model on the GPU, if there is one
+                attention_mask=torch.ones_like(prompt, device=model.device),
                 max_new_tokens=n,
                 min_new_tokens=n,  # no early stop at an end-of-text token
                 do_sample=False,
@@ -226,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
 
     raw, _ = load_raw_splits(data_args, seed=args.seed)
-    tokenizer = load_tokenizer()
+    tokenizer = causal_lm_tokenizer(load_tokenizer())
     blocks = {split: text_blocks(raw[split]["text"], tokenizer, args.block_size) for split in ("train", "validation")}
     lengths = [int(n) for n in args.generation_lengths.split(",")]
     models = build_models(args, tokenizer, longest=max(args.block_size, args.prompt_length + max(lengths)))
@@ -234,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"quick": args.quick, **{k: v for k, v in asdict(args).items() if k not in ("quick", "output_dir")}}
     results.update({f"{split}_blocks": len(data) for split, data in blocks.items()})
     for name, model in models.items():
-        results.update(train(name, model, args, blocks, output_dir))
+        results.update(train(name, model, args, blocks, tokenizer, output_dir))
 
     prompt = blocks["validation"][0]["input_ids"][: args.prompt_length].unsqueeze(0)  # (1, prompt_length)
     results["generation"] = generation_benchmark(models, prompt, lengths)

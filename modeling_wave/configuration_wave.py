@@ -11,6 +11,7 @@ WAVE_READOUTS = ("real_imag", "real", "magnitude")
 POOLINGS = ("mean", "cls")
 WAVE_IMPLEMENTATIONS = ("fused", "eager")
 POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "none")
+MAX_NGRAM_SIZE = 5  # longer n-grams are too rare to learn from, and their hashes would overflow int64
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # Every checkpoint names all Wave classes, so `trust_remote_code` loading works through each Auto class,
@@ -33,7 +34,8 @@ class WaveConfig(PreTrainedConfig):
     Args:
         vocab_size (`int`, defaults to 30522): number of token ids (BERT uncased WordPiece).
         hidden_size (`int`, defaults to 768): width d of token embeddings and waves ("following BERT base").
-        num_hidden_layers (`int`, defaults to 1): number of stacked [`WaveLayer`]s (paper Eq. 8).
+        num_hidden_layers (`int`, defaults to 1): number of stacked [`WaveLayer`]s (paper Eq. 8); 0 removes the wave
+            altogether (a bag of embeddings: the control that shows what the wave adds).
         intermediate_size (`int`, defaults to 3072): width of the feed-forward block after each wave operation;
             0 leaves it out, as the paper's 2.4M-parameter model must have (its two projections and the readout
             g alone hold 2.36M parameters at d = 768).
@@ -56,6 +58,21 @@ class WaveConfig(PreTrainedConfig):
         wave_implementation (`str`, defaults to `"fused"`): how the bidirectional wave runs: `"fused"` (one
             autograd function with a hand-derived backward pass: faster, keeps fewer activations) or `"eager"` (plain
             PyTorch ops through autograd, the reference). Both give the same results; the causal wave is always eager.
+        ngram_sizes (`list[int]`, defaults to `[]`): hashed n-gram embeddings (fastText's bigram trick) added to
+            the token embeddings, e.g. `[2, 3]`: at token t, one embedding per n-gram of the real tokens t-n+1..t,
+            hashed from their ids into `ngram_buckets` rows, so tokenizers need nothing new and a causal model never
+            looks ahead. Empty: none (the paper's model).
+        ngram_buckets (`int`, defaults to 200000): rows of the hashed n-gram embedding table.
+        ngram_embedding_size (`int`, *optional*): width of that table; `None` gives `hidden_size`, a smaller width is
+            projected up to `hidden_size` (an ALBERT-style factorisation that keeps the table small).
+        wide_ngram_sizes (`list[int]`, defaults to `[]`): the n-gram orders of a wide linear part beside the wave in
+            [`WaveForSequenceClassification`] (Wide & Deep), e.g. `[1, 2, 3]`: per-class weights of the hashed
+            n-grams present in the text, scaled by 1 / sqrt(number of distinct n-grams), added to the logits.
+            Empty: no wide part (the paper's model).
+        wide_buckets (`int`, defaults to 2097152): rows (hash buckets) of the wide part's weight table, each holding
+            `num_labels` weights.
+        token_dropout_prob (`float`, defaults to 0.0): while training, the share of real tokens removed from each
+            text (masked as padding) before the wave, a regulariser for bag-like models.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.
         pad_token_id (`int`, defaults to 0): id of the padding token ([PAD] in BERT's vocabulary).
         tie_word_embeddings (`bool`, defaults to `True`): the language-model heads ([`WaveForMaskedLM`],
@@ -92,6 +109,12 @@ class WaveConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-12
     wave_eps: float = 1e-6
     wave_implementation: str = "fused"
+    ngram_sizes: list[int] | tuple[int, ...] = ()
+    ngram_buckets: int = 200_000
+    ngram_embedding_size: int | None = None
+    wide_ngram_sizes: list[int] | tuple[int, ...] = ()
+    wide_buckets: int = 2_097_152
+    token_dropout_prob: float | int = 0.0
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
@@ -116,16 +139,22 @@ class WaveConfig(PreTrainedConfig):
         for name in ("is_decoder", "use_cache", "tie_word_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "max_position_embeddings"):
+        for name in ("ngram_sizes", "wide_ngram_sizes"):
+            _check_ngram_sizes(name, getattr(self, name), smallest=2 if name == "ngram_sizes" else 1)
+        if self.ngram_embedding_size is not None:
+            _check_positive_int("ngram_embedding_size", self.ngram_embedding_size)
+        for name in ("vocab_size", "hidden_size", "max_position_embeddings", "ngram_buckets", "wide_buckets"):
             _check_positive_int(name, getattr(self, name))
-        if isinstance(self.intermediate_size, bool) or not isinstance(self.intermediate_size, int):
-            raise ValueError(f"`intermediate_size` must be an integer >= 0, got {self.intermediate_size!r}.")
-        if self.intermediate_size < 0:
-            raise ValueError(f"`intermediate_size` must be >= 0 (0: no feed-forward block), got {self.intermediate_size}.")
+        for name, zero_means in (("intermediate_size", "no feed-forward block"), ("num_hidden_layers", "no Wave layer")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0 (0: {zero_means}), got {value}.")
         for name in ("layer_norm_eps", "wave_eps", "initializer_range"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")
-        for name in ("hidden_dropout_prob", "classifier_dropout"):
+        for name in ("hidden_dropout_prob", "classifier_dropout", "token_dropout_prob"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
@@ -146,6 +175,18 @@ class WaveConfig(PreTrainedConfig):
 def _check_choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def _check_ngram_sizes(name, sizes, smallest):
+    if not isinstance(sizes, (list, tuple)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and smallest <= n <= MAX_NGRAM_SIZE for n in sizes
+    ):
+        raise ValueError(
+            f"`{name}` must be a list of n-gram orders, integers in [{smallest}, {MAX_NGRAM_SIZE}], e.g. "
+            f"{[2, 3] if smallest == 2 else [1, 2, 3]}; got {sizes!r}."
+        )
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"`{name}` lists an n-gram order twice: {sizes!r}.")
 
 
 def _check_positive_int(name, value):

