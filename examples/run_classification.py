@@ -178,7 +178,11 @@ def build_model(model_args: ModelArguments, label_names: list[str]):
     if model_args.config_overrides:
         overrides = model_args.config_overrides.strip()
         if overrides.startswith("{"):
-            config.update(json.loads(overrides))
+            changes = json.loads(overrides)
+            unknown = sorted(key for key in changes if not hasattr(config, key))
+            if unknown:
+                raise ValueError(f"config_overrides names fields that {type(config).__name__} does not have: {unknown}")
+            config.update(changes)
         else:
             config.update_from_string(overrides)
         if hasattr(config, "check_wave_fields"):

@@ -55,9 +55,12 @@ def parse_arguments(argv: list[str]):
     data_args, baseline_args = HfArgumentParser((DataArguments, LinearBaselineArguments)).parse_args_into_dataclasses(
         args=args
     )
-    c_values = [float(c) for c in baseline_args.c_values.split(",")]
+    try:
+        c_values = [float(c) for c in baseline_args.c_values.split(",")]
+    except ValueError:
+        c_values = []
     if not c_values or min(c_values) <= 0:
-        raise ValueError(f"--c_values must be positive numbers, got {baseline_args.c_values!r}.")
+        raise ValueError(f"--c_values must be comma-separated positive numbers, got {baseline_args.c_values!r}.")
     return data_args, baseline_args, c_values
 
 

@@ -1,0 +1,115 @@
+"""The recipe that competes with linear models (a Wave Network plus a wide part on hashed n-grams) and the linear
+baseline it is compared with: `examples/run_linear_baseline.py` and the `imdb-wide-*` presets end to end on a small
+IMDB subset, the wide part's own learning rate in Trainer, and JSON config overrides.
+
+Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_wide_recipe.py -q`
+"""
+
+import json
+
+import pytest
+from test_run_classification import imdb_dir, output_tail, run_script, write_wave_config
+from transformers import TrainingArguments
+
+import run_classification
+import run_linear_baseline
+from conftest import REPO_ROOT
+from modeling_wave import WaveConfig, WaveForSequenceClassification
+
+SUBSET = ["--max_train_samples", "2000", "--max_eval_samples", "500", "--max_test_samples", "1000"]
+
+
+def test_linear_baseline_end_to_end_on_an_imdb_subset(tmp_path):
+    output_dir = tmp_path / "linear"
+    argv = ["configuration/linear-imdb.json", "--data_dir", str(imdb_dir()), "--output_dir", str(output_dir), *SUBSET]
+    returned = run_linear_baseline.main(argv)
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results == pytest.approx(returned)
+    assert (results["eval_samples"], results["test_samples"]) == (500, 1000)
+    assert results["test_accuracy"] >= 0.75 and results["eval_accuracy"] >= 0.75, results
+    settings = json.loads((output_dir / "baseline_settings.json").read_text())
+    grid = {row["C"]: row["eval_accuracy"] for row in settings["grid"]}
+    assert set(grid) == {1.0, 4.0, 16.0, 64.0}
+    assert grid[results["best_C"]] == max(grid.values())  # chosen on validation, not on the test set
+    assert settings["class_names"] == ["negative", "positive"]
+
+
+def test_linear_baseline_reads_the_splits_of_run_classification(tmp_path):
+    """The same data options and seed give the same validation texts in both scripts."""
+    argv = ["configuration/linear-imdb.json", "--data_dir", str(imdb_dir()), *SUBSET]
+    data_args, baseline_args, _ = run_linear_baseline.parse_arguments(argv)
+    _, classification_data_args, _ = run_classification.parse_arguments(
+        ["configuration/imdb-wide-modulation.json", "--data_dir", str(imdb_dir()), *SUBSET]
+    )
+    data_args.max_seq_length = classification_data_args.max_seq_length  # a tokenizer's limit: the linear model reads whole texts
+    assert data_args == classification_data_args
+    assert baseline_args.seed == 42
+
+
+@pytest.mark.parametrize("c_values", ["0,1", "-4", ""])
+def test_linear_baseline_rejects_bad_c_values(c_values):
+    with pytest.raises(ValueError, match="c_values"):
+        run_linear_baseline.parse_arguments(["configuration/linear-imdb.json", "--c_values", c_values])
+
+
+def test_wide_preset_end_to_end_on_an_imdb_subset(tmp_path):
+    """The recipe's preset, shrunk to a 32-wide model on 2,000 reviews of 128 tokens: it learns and saves."""
+    output_dir = tmp_path / "wide"
+    argv = [
+        "configuration/imdb-wide-modulation.json", "--data_dir", imdb_dir(), "--output_dir", output_dir,
+        *SUBSET, "--max_seq_length", 128, "--config_overrides", json.dumps({"hidden_size": 32}),
+        "--disable_tqdm", "true", "--save_strategy", "no", "--load_best_model_at_end", "false",
+    ]  # fmt: skip
+    completed = run_script(argv, cwd=tmp_path)
+    assert completed.returncode == 0, output_tail(completed)
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["test_accuracy"] >= 0.75, results
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["wide_ngram_sizes"] == [1, 2, 3] and config["hidden_size"] == 32
+
+
+def test_wide_part_gets_its_own_learning_rate(tmp_path):
+    config = WaveConfig(vocab_size=50, hidden_size=16, intermediate_size=0, num_labels=2, wide_ngram_sizes=[1, 2],
+                        wide_buckets=100)
+    model = WaveForSequenceClassification(config)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, use_cpu=True, report_to="none")
+    trainer = run_classification.ClassificationTrainer(model=model, args=args, wide_learning_rate=0.03)
+    optimizer = trainer.create_optimizer()
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert rates[id(model.wide.weight)] == 0.03
+    assert {rates[id(p)] for name, p in model.named_parameters() if not name.startswith("wide.")} == {1e-3}
+    assert len(rates) == len(list(model.parameters()))  # every parameter is in exactly one group
+
+
+def test_json_config_overrides_set_list_fields(tmp_path):
+    config_path = write_wave_config(tmp_path / "c.json")
+    overrides = json.dumps({"ngram_sizes": [2, 3], "wide_ngram_sizes": [1, 2], "token_dropout_prob": 0.2})
+    model_args, _, _ = run_classification.parse_arguments(
+        ["--config_name", str(config_path), "--output_dir", str(tmp_path / "out"), "--config_overrides", overrides]
+    )
+    model = run_classification.build_model(model_args, ["negative", "positive"])
+    assert model.config.ngram_sizes == [2, 3] and model.wide is not None
+    assert model.config.token_dropout_prob == 0.2
+    bad_args, _, _ = run_classification.parse_arguments(
+        ["--config_name", str(config_path), "--output_dir", str(tmp_path / "out"),
+         "--config_overrides", json.dumps({"wide_ngram_sizes": [0]})]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="`wide_ngram_sizes`"):
+        run_classification.build_model(bad_args, ["negative", "positive"])
+
+
+def test_wide_presets_name_existing_model_configs():
+    for mode in ("modulation", "interference"):
+        preset = json.loads((REPO_ROOT / "configuration" / f"imdb-wide-{mode}.json").read_text())
+        config = WaveConfig.from_pretrained(REPO_ROOT / preset["config_name"])
+        assert config.wave_mode == mode and list(config.wide_ngram_sizes) == [1, 2, 3]
+        assert preset["wide_learning_rate"] > preset["learning_rate"]
+
+
+def test_json_config_overrides_reject_unknown_fields(tmp_path):
+    model_args, _, _ = run_classification.parse_arguments(
+        ["--config_name", str(write_wave_config(tmp_path / "c.json")), "--output_dir", str(tmp_path / "out"),
+         "--config_overrides", json.dumps({"ngram_size": [2]})]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"does not have: \['ngram_size'\]"):
+        run_classification.build_model(model_args, ["negative", "positive"])
