@@ -72,6 +72,13 @@ class ModelArguments:
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."}
     )
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the token embedding table at its initial values: the wave's projections still learn, the "
+            "largest tensor of a small model gets no update (faster steps) and cannot memorise rare tokens."
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub checkpoint."})
     model_card_license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
 
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
     model = build_model(model_args, label_names)
+    if model_args.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     logger.info(
         f"{type(model).__name__}: {model.num_parameters():,} parameters "
         f"({model.num_parameters(exclude_embeddings=True):,} without embeddings)"

@@ -98,12 +98,14 @@ def test_json_config_overrides_set_list_fields(tmp_path):
         run_classification.build_model(bad_args, ["negative", "positive"])
 
 
-def test_wide_presets_name_existing_model_configs():
-    for mode in ("modulation", "interference"):
-        preset = json.loads((REPO_ROOT / "configuration" / f"imdb-wide-{mode}.json").read_text())
-        config = WaveConfig.from_pretrained(REPO_ROOT / preset["config_name"])
-        assert config.wave_mode == mode and list(config.wide_ngram_sizes) == [1, 2, 3]
-        assert preset["wide_learning_rate"] > preset["learning_rate"]
+@pytest.mark.parametrize("recipe", ["wide", "ngrams"])
+@pytest.mark.parametrize("mode", ["modulation", "interference"])
+def test_wide_presets_name_existing_model_configs(recipe, mode):
+    preset = json.loads((REPO_ROOT / "configuration" / f"imdb-{recipe}-{mode}.json").read_text())
+    config = WaveConfig.from_pretrained(REPO_ROOT / preset["config_name"])
+    assert config.wave_mode == mode and list(config.wide_ngram_sizes) == [1, 2, 3]
+    assert list(config.ngram_sizes) == ([2, 3] if recipe == "ngrams" else [])
+    assert preset["wide_learning_rate"] > preset["learning_rate"]
 
 
 def test_json_config_overrides_reject_unknown_fields(tmp_path):
