@@ -52,11 +52,11 @@ def test_linear_baseline_rejects_bad_c_values(c_values):
         run_linear_baseline.parse_arguments(["configuration/linear-imdb.json", "--c_values", c_values])
 
 
-def test_wide_preset_end_to_end_on_an_imdb_subset(tmp_path):
-    """The recipe's preset, shrunk to a 32-wide model on 2,000 reviews of 128 tokens: it learns and saves."""
-    output_dir = tmp_path / "wide"
+def test_main_job_preset_end_to_end_on_an_imdb_subset(tmp_path):
+    """The main job's preset, shrunk to a 32-wide model on 2,000 reviews of 128 tokens: it learns and saves."""
+    output_dir = tmp_path / "ngrams"
     argv = [
-        "configuration/imdb-wide-modulation.json", "--data_dir", imdb_dir(), "--output_dir", output_dir,
+        "configuration/imdb-ngrams-modulation.json", "--data_dir", imdb_dir(), "--output_dir", output_dir,
         *SUBSET, "--max_seq_length", 128, "--config_overrides", json.dumps({"hidden_size": 32}),
         "--disable_tqdm", "true", "--save_strategy", "no", "--load_best_model_at_end", "false",
     ]  # fmt: skip
@@ -65,7 +65,9 @@ def test_wide_preset_end_to_end_on_an_imdb_subset(tmp_path):
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["test_accuracy"] >= 0.75, results
     config = json.loads((output_dir / "config.json").read_text())
-    assert config["wide_ngram_sizes"] == [1, 2, 3] and config["hidden_size"] == 32
+    assert config["wide_ngram_sizes"] == [1, 2, 3] and config["ngram_sizes"] == [2, 3] and config["hidden_size"] == 32
+    reloaded = WaveForSequenceClassification.from_pretrained(output_dir)
+    assert reloaded.wide.weight.abs().sum() > 0  # the trained wide part was saved, not re-initialised
 
 
 def test_wide_part_gets_its_own_learning_rate(tmp_path):
