@@ -26,7 +26,7 @@ def row_command(spec: dict, row: dict, seed: int, output_dir: Path, extra: list[
     if overrides:  # the row's model changes apply on top of the shared ones
         settings["config_overrides"] = merge_overrides(overrides)
     settings["output_dir"] = str(output_dir / f"{row['name']}-seed{seed}")
-    command = [sys.executable, row.get("script", spec.get("script", TRAIN_SCRIPT)), row.get("preset", spec["preset"])]
+    command = [sys.executable, TRAIN_SCRIPT, row.get("preset", spec["preset"])]  # a row may name its own preset
     for key, value in settings.items():
         command += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
     return command + extra
