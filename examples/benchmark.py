@@ -43,9 +43,8 @@ import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # the package, when run from a checkout
 
-from modeling_wave import WaveConfig, WaveForSequenceClassification  # noqa: E402
+from modeling_wave import WaveConfig, WaveForSequenceClassification
 
 PROBE_MARKER = "MEMORY_PROBE_RESULT "
 PAPER_SEQ_LENGTH = 128

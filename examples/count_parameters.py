@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from modeling_wave import WaveConfig, WaveForSequenceClassification  # noqa: E402
+from modeling_wave import WaveConfig, WaveForSequenceClassification
 
 
 def main(paths: list[str]):

@@ -37,11 +37,10 @@ import transformers
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example module
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
 
-import modeling_wave  # noqa: E402,F401  (registers the Wave classes with the Auto classes)
-from wave_data import DataArguments, load_raw_splits, load_tokenizer, parse_experiment_arguments  # noqa: E402
+import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples.arguments import parse_experiment_arguments
+from wave_examples.data import DataArguments, load_raw_splits, load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -37,20 +37,18 @@ from transformers import (
     AutoConfig,
     DataCollatorForLanguageModeling,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example module
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
 
-from modeling_wave import WaveConfig, WaveForMaskedLM, WaveForSequenceClassification  # noqa: E402
-from wave_data import (  # noqa: E402
+from modeling_wave import WaveConfig, WaveForMaskedLM, WaveForSequenceClassification
+from wave_examples.arguments import parse_experiment_arguments
+from wave_examples.training import fixed_budget_arguments
+from wave_examples.data import (
     DataArguments,
     build_compute_metrics,
     load_raw_splits,
     load_tokenizer,
-    parse_experiment_arguments,
     tokenize_splits,
 )
 
@@ -103,26 +101,6 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments
     return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
-def training_arguments(
-    args: ExperimentArguments, folder: Path, steps: int, learning_rate: float, seed: int
-) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=str(folder),
-        max_steps=steps,
-        learning_rate=learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=max(1, steps // 20),
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        logging_steps=max(1, steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=True,
-    )
-
-
 def pretrain(args, raw, tokenizer, config, output_dir: Path) -> dict:
     """Masked-LM pre-training on the training split's texts; the validation texts give the held-out MLM loss."""
 
@@ -137,7 +115,7 @@ def pretrain(args, raw, tokenizer, config, output_dir: Path) -> dict:
     model = WaveForMaskedLM(config)
     trainer = Trainer(
         model=model,
-        args=training_arguments(args, output_dir / "mlm-trainer", args.mlm_steps, args.mlm_learning_rate, args.seed),
+        args=fixed_budget_arguments(args, output_dir / "mlm-trainer", args.mlm_steps, args.mlm_learning_rate, args.seed),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability, seed=args.seed),
@@ -167,7 +145,7 @@ def finetune(args, tokenized, tokenizer, config, init: str, mlm_folder: str, see
         model = WaveForSequenceClassification(config)
     trainer = Trainer(
         model=model,
-        args=training_arguments(
+        args=fixed_budget_arguments(
             args, output_dir / f"finetune-{init}", args.finetune_steps, args.finetune_learning_rate, seed
         ),
         train_dataset=tokenized["train"],

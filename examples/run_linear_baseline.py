@@ -21,13 +21,11 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example module
-from wave_data import DataArguments, load_raw_splits  # noqa: E402
+from wave_examples.arguments import parse_preset_arguments
+from wave_examples.data import DataArguments, load_raw_splits
 
 logger = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HTML_BREAK = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)  # IMDB reviews hold literal <br /> tags
 
 
@@ -48,13 +46,7 @@ class LinearBaselineArguments:
 
 def parse_arguments(argv: list[str]):
     """`preset.json [--key value ...]`: the preset's values first, so that later command-line values win."""
-    args = list(argv)
-    if args and args[0].endswith(".json"):
-        preset = json.loads(_existing_path(args.pop(0)).read_text())
-        args = [item for key, value in preset.items() for item in (f"--{key}", str(value))] + args
-    data_args, baseline_args = HfArgumentParser((DataArguments, LinearBaselineArguments)).parse_args_into_dataclasses(
-        args=args
-    )
+    data_args, baseline_args = parse_preset_arguments((DataArguments, LinearBaselineArguments), argv)
     try:
         c_values = [float(c) for c in baseline_args.c_values.split(",")]
     except ValueError:
@@ -62,13 +54,6 @@ def parse_arguments(argv: list[str]):
     if not c_values or min(c_values) <= 0:
         raise ValueError(f"--c_values must be comma-separated positive numbers, got {baseline_args.c_values!r}.")
     return data_args, baseline_args, c_values
-
-
-def _existing_path(path: str) -> Path:
-    for candidate in (Path(path), REPO_ROOT / path):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{path} does not exist (looked in the working directory and in {REPO_ROOT}).")
 
 
 def clean_text(text: str) -> str:

@@ -29,17 +29,15 @@ import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example module
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
 
-import modeling_wave  # noqa: E402,F401  (registers the Wave classes with the Auto classes)
-from pretrain_mlm import training_arguments  # noqa: E402  (the same schedule as the MLM fine-tuning)
-from wave_data import (  # noqa: E402
+import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples.arguments import parse_experiment_arguments
+from wave_examples.training import fixed_budget_arguments  # the same schedule as pretrain_mlm.py's fine-tuning
+from wave_examples.data import (
     DataArguments,
     build_compute_metrics,
     load_raw_splits,
     load_tokenizer,
-    parse_experiment_arguments,
     tokenize_splits,
 )
 
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info(f"LoRA trains {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%).")
     trainer = Trainer(
         model=model,
-        args=training_arguments(args, output_dir / "trainer", args.max_steps, args.learning_rate, args.seed),
+        args=fixed_budget_arguments(args, output_dir / "trainer", args.max_steps, args.learning_rate, args.seed),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,

@@ -6,13 +6,14 @@
 
 For users who write their own loop: `Accelerator`, `prepare`, `backward`, `gather_for_metrics`, `save_state` /
 `load_state` and the model saved with `save_pretrained`. It takes the same preset and options as
-`run_classification.py` (`ModelArguments`, `DataArguments`, `TrainingArguments`, parsed by its `parse_arguments`)
-and the same data, tokenizer and metrics (`wave_data.py`). Of `TrainingArguments` the loop reads: output_dir, seed,
+`run_classification.py` (`ModelArguments`, `DataArguments`, `TrainingArguments`; `wave_examples.training`) and the
+same data, tokenizer and metrics (`wave_examples.data`). Of `TrainingArguments` the loop reads: output_dir, seed,
 data_seed, do_train, learning_rate, weight_decay, adam_beta1/2, adam_epsilon, per_device_train/eval_batch_size,
 num_train_epochs, max_steps, gradient_accumulation_steps, max_grad_norm, lr_scheduler_type, warmup_steps,
-logging_steps, eval_strategy / eval_steps, save_strategy / save_steps, save_total_limit, resume_from_checkpoint,
-use_cpu, bf16 / fp16, dataloader_num_workers, ddp_find_unused_parameters, disable_tqdm and report_to. Trainer-only
-features (load_best_model_at_end, push_to_hub, ...) are ignored: use run_classification.py for those.
+logging_steps, eval_strategy / eval_steps, save_strategy / save_steps, save_total_limit, load_best_model_at_end /
+metric_for_best_model / greater_is_better, resume_from_checkpoint, use_cpu, bf16 / fp16, dataloader_num_workers,
+ddp_find_unused_parameters, disable_tqdm and report_to. Trainer-only features (push_to_hub, ...) are ignored: use
+run_classification.py for those.
 
 Checkpoints are `output_dir/checkpoint-<step>` folders written by `accelerator.save_state` (model, optimizer,
 scheduler, random states, loop position); `--resume_from_checkpoint <folder>` continues from one with
@@ -36,12 +37,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 from transformers.loss.loss_utils import ForSequenceClassificationLoss
-from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
+from transformers.trainer_utils import rotate_checkpoints
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example modules
 
-from run_classification import build_model, parse_arguments  # noqa: E402  (also registers the Wave classes)
-from wave_data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits  # noqa: E402
+from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
+from wave_examples.training import build_model, last_checkpoint, parse_classification_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,31 @@ class LoopState:
     """Where the loop stands; saved and restored with every checkpoint (`register_for_checkpointing`)."""
 
     global_step: int = 0  # optimizer steps done
+    best_metric: float | None = None  # of `metric_for_best_model`, when `load_best_model_at_end`
+    best_step: int | None = None  # the evaluation that gave it
+    best_checkpoint: str | None = None  # its checkpoint folder
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict):
-        self.global_step = state["global_step"]
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def record_evaluation(self, training_args, metrics: dict, step: int):
+        """Remember the best evaluation so far (Trainer's rule: `metric_for_best_model`, `greater_is_better`)."""
+        if not training_args.load_best_model_at_end:
+            return
+        name = training_args.metric_for_best_model
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise ValueError(f"metric_for_best_model={name!r} is not among the evaluation's metrics {sorted(metrics)}.")
+        value = metrics[key]
+        better = self.best_metric is None or (
+            value > self.best_metric if training_args.greater_is_better else value < self.best_metric
+        )
+        if better:
+            self.best_metric, self.best_step = value, step
 
 
 def build_accelerator(training_args) -> Accelerator:
@@ -120,12 +139,34 @@ def evaluate(accelerator: Accelerator, model, dataloader, compute_metrics, prefi
     return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
 
-def save_checkpoint(accelerator: Accelerator, training_args, step: int):
-    """`output_dir/checkpoint-<step>` by `save_state`; keeps the newest `save_total_limit` checkpoints."""
-    accelerator.save_state(str(Path(training_args.output_dir) / f"checkpoint-{step}"))
+def save_checkpoint(accelerator: Accelerator, training_args, state: LoopState):
+    """`output_dir/checkpoint-<step>` by `save_state`; keeps the newest `save_total_limit` checkpoints (and the
+    best one, with `load_best_model_at_end`)."""
+    folder = str(Path(training_args.output_dir) / f"checkpoint-{state.global_step}")
+    if state.best_step == state.global_step:
+        state.best_checkpoint = folder  # saved with it, so that a resumed run knows it too
+    accelerator.save_state(folder)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        rotate_checkpoints(training_args.output_dir, save_total_limit=training_args.save_total_limit)
+        rotate_checkpoints(
+            training_args.output_dir,
+            save_total_limit=training_args.save_total_limit,
+            best_model_checkpoint=state.best_checkpoint,
+        )
+
+
+def load_best_model(accelerator: Accelerator, training_args, state: LoopState):
+    """With `load_best_model_at_end`: the checkpoint of the best evaluation, as Trainer does (TrainingArguments
+    already requires the save and evaluation schedules to match)."""
+    if not training_args.load_best_model_at_end:
+        return
+    if state.best_checkpoint is None:
+        logger.warning("load_best_model_at_end: no checkpoint was saved at an evaluation; keeping the last model.")
+        return
+    accelerator.print(
+        f"Loading the best model: {state.best_checkpoint} ({training_args.metric_for_best_model} = {state.best_metric})"
+    )
+    accelerator.load_state(state.best_checkpoint)
 
 
 def interval(every: float | None, max_steps: int) -> int | None:
@@ -168,9 +209,7 @@ def train(accelerator, training_args, model, optimizer, train_dataloader, eval_d
     state = LoopState()
     accelerator.register_for_checkpointing(scheduler, state)
 
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and Path(training_args.output_dir).is_dir():
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+    checkpoint = last_checkpoint(training_args)
     if checkpoint is not None:
         accelerator.print(f"Resuming from {checkpoint}")
         accelerator.load_state(checkpoint)
@@ -226,8 +265,9 @@ def train(accelerator, training_args, model, optimizer, train_dataloader, eval_d
                 metrics = evaluate(accelerator, model, eval_dataloader, compute_metrics, "eval")
                 accelerator.print(f"step {step}: {metrics}")
                 accelerator.log(metrics, step=step)
+                state.record_evaluation(training_args, metrics, step)
             if is_due(training_args.save_strategy, save_steps, step, end_of_epoch=False):
-                save_checkpoint(accelerator, training_args, step)
+                save_checkpoint(accelerator, training_args, state)
             if step >= max_steps:
                 break
 
@@ -235,22 +275,25 @@ def train(accelerator, training_args, model, optimizer, train_dataloader, eval_d
             metrics = evaluate(accelerator, model, eval_dataloader, compute_metrics, "eval")
             accelerator.print(f"epoch {epoch + 1}: {metrics}")
             accelerator.log(metrics, step=state.global_step)
+            state.record_evaluation(training_args, metrics, state.global_step)
         if is_due(training_args.save_strategy, None, state.global_step, end_of_epoch=True):
-            save_checkpoint(accelerator, training_args, state.global_step)
+            save_checkpoint(accelerator, training_args, state)
         if state.global_step >= max_steps:
             break
     progress.close()
     runtime = time.time() - start
+    steps_done = state.global_step
+    load_best_model(accelerator, training_args, state)
     return {
         "train_loss": history[-1]["loss"] if history else float("nan"),
         "train_runtime": runtime,
-        "train_steps": state.global_step,
+        "train_steps": steps_done,
         "train_log_history": history,
     }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parse_classification_arguments(sys.argv[1:] if argv is None else argv)
     accelerator = build_accelerator(training_args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())

@@ -53,12 +53,11 @@ from transformers import (
     set_seed,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared example module
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from a checkout
 
-from modeling_wave import WaveConfig, WaveForCausalLM  # noqa: E402
-from modeling_wave.modeling_wave import CACHE_NAME  # noqa: E402
-from wave_data import DataArguments, load_raw_splits, load_tokenizer, parse_experiment_arguments  # noqa: E402
+from modeling_wave import WaveConfig, WaveForCausalLM
+from modeling_wave.modeling_wave import CACHE_NAME
+from wave_examples.arguments import parse_experiment_arguments
+from wave_examples.data import DataArguments, load_raw_splits, load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """Test-wide settings: nothing may reach the Hub, and every cache lives in a temporary folder."""
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,5 @@ os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The examples are scripts, not a package: make their shared module importable for the tests.
-sys.path.insert(0, str(REPO_ROOT / "examples"))
 
 IMDB_DIR = Path(os.environ.get("WAVE_IMDB_DIR", REPO_ROOT.parent / "shared" / "data" / "imdb"))

@@ -15,13 +15,14 @@ import torch
 
 from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "examples" / "analysis"))
 
-import common  # noqa: E402
-import complexity  # noqa: E402
-import convergence  # noqa: E402
-import embeddings  # noqa: E402
-import gradients  # noqa: E402
+from example_scripts import load_example
+from wave_examples import analysis as common
+
+complexity = load_example("analysis/complexity")
+convergence = load_example("analysis/convergence")
+embeddings = load_example("analysis/embeddings")
+gradients = load_example("analysis/gradients")
 
 POSITIVE = "great wonderful moving superb funny brilliant touching".split()
 NEGATIVE = "awful boring dull terrible stupid weak pointless".split()

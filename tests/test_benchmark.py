@@ -15,9 +15,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification
 
-import benchmark
 from conftest import REPO_ROOT
+from example_scripts import load_example
 from modeling_wave import WaveConfig, WaveForSequenceClassification
+
+benchmark = load_example("benchmark")
 
 MODELS = ["wave-modulation", "wave-interference", "transformer-1layer", "bert-base", "minilm"]
 CAPPED = {"bert-base": 64}  # a preset cap, so that the skip path is exercised deterministically

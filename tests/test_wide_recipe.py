@@ -11,10 +11,12 @@ import pytest
 from test_run_classification import imdb_dir, output_tail, run_script, write_wave_config
 from transformers import TrainingArguments
 
-import run_classification
-import run_linear_baseline
 from conftest import REPO_ROOT
+from example_scripts import load_example
 from modeling_wave import WaveConfig, WaveForSequenceClassification
+from wave_examples import training
+
+run_linear_baseline = load_example("run_linear_baseline")
 
 SUBSET = ["--max_train_samples", "2000", "--max_eval_samples", "500", "--max_test_samples", "1000"]
 
@@ -38,7 +40,7 @@ def test_linear_baseline_reads_the_splits_of_run_classification(tmp_path):
     """The same data options and seed give the same validation texts in both scripts."""
     argv = ["configuration/linear-imdb.json", "--data_dir", str(imdb_dir()), *SUBSET]
     data_args, baseline_args, _ = run_linear_baseline.parse_arguments(argv)
-    _, classification_data_args, _ = run_classification.parse_arguments(
+    _, classification_data_args, _ = training.parse_classification_arguments(
         ["configuration/imdb-wide-modulation.json", "--data_dir", str(imdb_dir()), *SUBSET]
     )
     data_args.max_seq_length = classification_data_args.max_seq_length  # a tokenizer's limit: the linear model reads whole texts
@@ -75,7 +77,7 @@ def test_wide_part_gets_its_own_learning_rate(tmp_path):
                         wide_buckets=100)
     model = WaveForSequenceClassification(config)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, use_cpu=True, report_to="none")
-    trainer = run_classification.ClassificationTrainer(model=model, args=args, wide_learning_rate=0.03)
+    trainer = training.ClassificationTrainer(model=model, args=args, wide_learning_rate=0.03)
     optimizer = trainer.create_optimizer()
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert rates[id(model.wide.weight)] == 0.03
@@ -86,18 +88,18 @@ def test_wide_part_gets_its_own_learning_rate(tmp_path):
 def test_json_config_overrides_set_list_fields(tmp_path):
     config_path = write_wave_config(tmp_path / "c.json")
     overrides = json.dumps({"ngram_sizes": [2, 3], "wide_ngram_sizes": [1, 2], "token_dropout_prob": 0.2})
-    model_args, _, _ = run_classification.parse_arguments(
+    model_args, _, _ = training.parse_classification_arguments(
         ["--config_name", str(config_path), "--output_dir", str(tmp_path / "out"), "--config_overrides", overrides]
     )
-    model = run_classification.build_model(model_args, ["negative", "positive"])
+    model = training.build_model(model_args, ["negative", "positive"])
     assert model.config.ngram_sizes == [2, 3] and model.wide is not None
     assert model.config.token_dropout_prob == 0.2
-    bad_args, _, _ = run_classification.parse_arguments(
+    bad_args, _, _ = training.parse_classification_arguments(
         ["--config_name", str(config_path), "--output_dir", str(tmp_path / "out"),
          "--config_overrides", json.dumps({"wide_ngram_sizes": [0]})]
     )  # fmt: skip
     with pytest.raises(ValueError, match="`wide_ngram_sizes`"):
-        run_classification.build_model(bad_args, ["negative", "positive"])
+        training.build_model(bad_args, ["negative", "positive"])
 
 
 @pytest.mark.parametrize("recipe", ["wide", "ngrams"])
@@ -111,9 +113,9 @@ def test_wide_presets_name_existing_model_configs(recipe, mode):
 
 
 def test_json_config_overrides_reject_unknown_fields(tmp_path):
-    model_args, _, _ = run_classification.parse_arguments(
+    model_args, _, _ = training.parse_classification_arguments(
         ["--config_name", str(write_wave_config(tmp_path / "c.json")), "--output_dir", str(tmp_path / "out"),
          "--config_overrides", json.dumps({"ngram_size": [2]})]
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"does not have: \['ngram_size'\]"):
-        run_classification.build_model(model_args, ["negative", "positive"])
+        training.build_model(model_args, ["negative", "positive"])

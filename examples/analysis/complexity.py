@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
-from common import (
+from wave_examples.analysis import (
     markdown_table,
     output_dir,
     parse_settings,

@@ -19,7 +19,7 @@ import sys
 import matplotlib.pyplot as plt
 
 import gradients
-from common import (
+from wave_examples.analysis import (
     COLORS,
     AnalysisData,
     budget_label,

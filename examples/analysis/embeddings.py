@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from common import (
+from wave_examples.analysis import (
     COLORS,
     AnalysisData,
     budget_label,

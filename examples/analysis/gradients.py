@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from common import (
+from wave_examples.analysis import (
     COLORS,
     AnalysisData,
     budget_label,

@@ -22,23 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-ANALYSIS_DIR = Path(__file__).resolve().parent
-EXAMPLES_DIR = ANALYSIS_DIR.parent
-REPO_ROOT = EXAMPLES_DIR.parent
-for _path in (EXAMPLES_DIR, REPO_ROOT):  # the shared example module, and the package when run from a checkout
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+from wave_examples import REPO_ROOT, repo_path
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from transformers import (  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after matplotlib.use)
+import numpy as np
+import torch
+import transformers
+from safetensors import safe_open
+from torch.utils.data import DataLoader
+from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
@@ -46,8 +41,8 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
-import modeling_wave  # noqa: E402,F401  (registers the Wave classes with the Auto classes)
-from wave_data import (  # noqa: E402
+import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples.data import (
     OFFLINE_COPIES,
     DataArguments,
     build_compute_metrics,
@@ -121,14 +116,6 @@ def _merge_section(block: dict, script: str) -> dict:
     merged = {k: v for k, v in block.items() if k not in SCRIPT_SECTIONS and k not in ("quick", "model_specs")}
     merged.update(block.get(script, {}))
     return merged
-
-
-def repo_path(path: str | Path) -> Path:
-    """Paths in presets are written relative to the repository; accept them from any working directory."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    return REPO_ROOT / path
 
 
 def run_info(settings: dict) -> dict:

@@ -14,7 +14,7 @@ import datasets
 import evaluate
 import numpy as np
 from huggingface_hub import constants as hub_constants
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -324,18 +324,3 @@ def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, sources: dict
         ids = keys if to_id is None else [to_id[k] for k in keys]
         raw[split] = dataset.remove_columns(column).add_column("label", ids)
     return raw, names
-
-
-def parse_experiment_arguments(experiment_class, argv: list[str], quick: dict, quick_data: dict):
-    """`DataArguments` and an example's own arguments from the command line. With `--quick`, the `quick` and
-    `quick_data` values replace what the command line left at its default. Without data options: IMDB from the Hub."""
-    data_args, args = HfArgumentParser((DataArguments, experiment_class)).parse_args_into_dataclasses(args=argv)
-    if args.quick:
-        for dataclass_args, values in ((args, quick), (data_args, quick_data)):
-            defaults = type(dataclass_args)()
-            for name, value in values.items():
-                if getattr(dataclass_args, name) == getattr(defaults, name):  # the command line wins
-                    setattr(dataclass_args, name, value)
-    if data_args.data_dir is None and data_args.dataset_name is None:
-        data_args.dataset_name = "stanfordnlp/imdb"
-    return data_args, args

@@ -1,0 +1,211 @@
+"""Sequence classification with the standard Trainer: the model arguments, the model, the Trainer subclass.
+
+`run_classification.py` (Trainer) and `train_accelerate.py` (a plain Accelerate loop) both build their model here,
+from the same `ModelArguments`, so that the two scripts train the same thing.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples import repo_path
+from wave_examples.arguments import parse_preset_arguments
+from wave_examples.data import DataArguments, resolve_pretrained_path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a config to train from scratch, or a trained checkpoint to fine-tune."""
+
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "Model config JSON to train from scratch, e.g. configuration/wave-modulation-base.json."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A trained checkpoint (folder or Hub id) to fine-tune instead."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Config changes: comma-separated, e.g. 'hidden_size=256,wave_mode=interference', or a JSON object "
+            """for values that are lists, e.g. '{"wide_ngram_sizes": [1, 2, 3]}'."""
+        },
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Fine-tuning: re-initialise the checkpoint's weights whose shapes differ from the model's (e.g. a "
+            "classifier trained for another number of classes) instead of refusing the checkpoint."
+        },
+    )
+    wide_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
+            "sparse features, learns best with a larger one than the wave (default: learning_rate)."
+        },
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."}
+    )
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the token embedding table at its initial values: the wave's projections still learn, the "
+            "largest tensor of a small model gets no update (faster steps) and cannot memorise rare tokens."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub checkpoint."})
+    model_card_license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
+
+
+def parse_classification_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """`preset.json [--key value ...]` into the three argument dataclasses of `run_classification.py`."""
+    model_args, data_args, training_args = parse_preset_arguments((ModelArguments, DataArguments, TrainingArguments), argv)
+    if model_args.config_name is None and model_args.model_name_or_path is None:
+        raise ValueError("Give config_name (train from scratch) or model_name_or_path (fine-tune a checkpoint).")
+    if model_args.config_name is not None:
+        model_args.config_name = str(repo_path(model_args.config_name))
+    if training_args.ddp_find_unused_parameters is None:
+        # Trainer's default (True) makes DDP search the graph every step, but every parameter of a Wave model gets
+        # a gradient every step (tests/test_distributed.py). A model with unused parameters needs
+        # --ddp_find_unused_parameters true.
+        training_args.ddp_find_unused_parameters = False
+    return model_args, data_args, training_args
+
+
+def build_model(model_args: ModelArguments, label_names: list[str]):
+    """A new model from `config_name`, or the checkpoint `model_name_or_path`, with a classifier for `label_names`."""
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+    source = resolve_pretrained_path(model_args.model_name_or_path or model_args.config_name)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=model_args.trust_remote_code, **labels)
+    if model_args.config_overrides:
+        apply_config_overrides(config, model_args.config_overrides)
+    if model_args.model_name_or_path is None:
+        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            source,
+            config=config,
+            trust_remote_code=model_args.trust_remote_code,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
+    except RuntimeError as error:
+        if "size mismatch" not in str(error):
+            raise
+        raise ValueError(
+            f"{model_args.model_name_or_path} has weights whose shapes differ from this model's (e.g. a classifier "
+            f"for another number of classes than the {len(label_names)} here). Pass --ignore_mismatched_sizes true "
+            f"to re-initialise them.\n{error}"
+        ) from error
+
+
+def apply_config_overrides(config, overrides: str):
+    """`key=value,...` (Transformers' `update_from_string`) or a JSON object; unknown keys are refused."""
+    overrides = overrides.strip()
+    if overrides.startswith("{"):
+        changes = json.loads(overrides)
+        unknown = sorted(key for key in changes if not hasattr(config, key))
+        if unknown:
+            raise ValueError(f"config_overrides names fields that {type(config).__name__} does not have: {unknown}")
+        config.update(changes)
+    else:
+        config.update_from_string(overrides)
+    if hasattr(config, "check_wave_fields"):
+        config.check_wave_fields()
+
+
+def last_checkpoint(training_args: TrainingArguments) -> str | None:
+    """The checkpoint to resume from: the one asked for, else the newest in `output_dir` (nothing trained is lost)."""
+    if training_args.resume_from_checkpoint is not None:
+        return training_args.resume_from_checkpoint
+    if not Path(training_args.output_dir).is_dir():
+        return None
+    checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint} (found in output_dir).")
+    return checkpoint
+
+
+def fixed_budget_arguments(args, folder: Path, steps: int, learning_rate: float, seed: int) -> TrainingArguments:
+    """Trainer settings of a fixed number of steps (linear decay after 5% warm-up, no checkpoints), for the examples
+    that compare several models on one budget; `args` gives `batch_size` and `eval_batch_size`."""
+    return TrainingArguments(
+        output_dir=str(folder),
+        max_steps=steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=max(1, steps // 20),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        logging_steps=max(1, steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+    )
+
+
+class ClassificationTrainer(Trainer):
+    """Trainer whose model card also carries the pipeline tag, the test results and how to load the model."""
+
+    def __init__(self, *args, card_info: dict | None = None, wide_learning_rate: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.card_info = card_info or {}
+        self.wide_learning_rate = wide_learning_rate
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, with the wide part's weights in parameter groups of their own learning rate (the
+        schedule scales every group alike)."""
+        optimizer = super().create_optimizer(model)
+        wide = getattr(self.model, "wide", None)
+        if self.wide_learning_rate is None or wide is None:
+            return optimizer
+        wide_ids = {id(p) for p in wide.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in wide_ids]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in wide_ids]
+                settings = {key: value for key, value in group.items() if key != "params"}
+                optimizer.add_param_group({**settings, "params": moved, "lr": self.wide_learning_rate})
+        return optimizer
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        if not self.is_world_process_zero():
+            return
+        path = Path(self.args.output_dir) / "README.md"
+        card = ModelCard.load(path)
+        card.data.pipeline_tag = "text-classification"
+        card.data.license = self.card_info.get("license", card.data.license)
+        card.data.metrics = ["accuracy", "f1"]
+        if self.card_info.get("dataset"):
+            card.data.datasets = [self.card_info["dataset"]]
+        card.data.tags = sorted(set(card.data.tags or []) | {"wave-network", "text-classification"})
+        test_metrics = self.card_info.get("test_metrics")
+        if test_metrics:
+            rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in test_metrics.items() if _is_number(value))
+            card.text += f"\n## Test results\n\n| metric | value |\n|---|---|\n{rows}\n"
+        card.text += (
+            "\n## Loading\n\n```python\nfrom transformers import pipeline\n"
+            f'classifier = pipeline("text-classification", model="{self.args.hub_model_id or self.args.output_dir}", '
+            "trust_remote_code=True)\n```\n"
+        )
+        card.save(path)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
