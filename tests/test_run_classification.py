@@ -20,7 +20,8 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from conftest import IMDB_DIR, REPO_ROOT
-from wave_examples.training import parse_classification_arguments
+from modeling_wave import WaveConfig, WaveForSequenceClassification
+from wave_examples.training import ModelArguments, build_model, parse_classification_arguments
 
 SCRIPT = REPO_ROOT / "examples" / "run_classification.py"
 
@@ -423,3 +424,39 @@ def test_missing_preset_or_config_names_the_path(tmp_path):
         parse_classification_arguments([str(tmp_path / "no-such-preset.json")])
     with pytest.raises(FileNotFoundError, match="no-such-config.json"):
         parse_classification_arguments(["--config_name", "no-such-config.json", "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("length", ["0", "-8"])
+def test_max_seq_length_that_is_not_positive_is_refused_on_the_command_line(length, tmp_path):
+    preset = write_preset(tmp_path / "p.json")
+    with pytest.raises(ValueError, match=f"max_seq_length must be a positive number of tokens, got {length}"):
+        parse_classification_arguments([preset, "--max_seq_length", length])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# build_model: a checkpoint whose shapes differ is refused unless asked for
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_class_checkpoint(tmp_path):
+    config = WaveConfig(vocab_size=64, hidden_size=16, intermediate_size=0, num_labels=2)
+    WaveForSequenceClassification(config).save_pretrained(tmp_path / "two-classes")
+    return str(tmp_path / "two-classes")
+
+
+def test_fine_tuning_a_checkpoint_with_other_classes_is_refused_by_default(two_class_checkpoint):
+    model_args = ModelArguments(model_name_or_path=two_class_checkpoint)
+    with pytest.raises(ValueError, match="--ignore_mismatched_sizes true"):
+        build_model(model_args, ["a", "b", "c"])
+
+
+def test_ignore_mismatched_sizes_reinitialises_only_what_does_not_fit(two_class_checkpoint):
+    saved = load_file(f"{two_class_checkpoint}/model.safetensors")
+    model = build_model(ModelArguments(model_name_or_path=two_class_checkpoint, ignore_mismatched_sizes=True), list("abc"))
+    assert model.classifier.out_features == 3
+    loaded = model.state_dict()
+    kept = [key for key in saved if not key.startswith("classifier.")]
+    assert kept and all(torch.equal(loaded[key], saved[key]) for key in kept)
+    matching = build_model(ModelArguments(model_name_or_path=two_class_checkpoint), ["a", "b"])
+    assert torch.equal(matching.classifier.weight, saved["classifier.weight"])

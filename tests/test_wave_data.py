@@ -504,3 +504,44 @@ def test_imdb_folder_loads_with_the_paper_split():
     assert (len(raw["train"]), len(raw["validation"]), len(raw["test"])) == (20000, 5000, 1000)
     assert 0.4 < np.mean(raw["test"]["label"]) < 0.6  # the limit samples both classes (the file is sorted by label)
     assert 0.45 < np.mean(raw["train"]["label"]) < 0.55
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wrong results and unclear errors that once got through
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_header_csv_with_labels_from_one_gets_one_class_per_label(tmp_path):
+    path = numbered_csv(tmp_path / "train.csv", 12, label=lambda i: i % 3 + 1)  # classes 1, 2, 3, with a header
+    raw, names = load_raw_splits(args(train_file=path, test_file=path), 0)
+    assert names == ["0", "1", "2"]  # three classes, renumbered from 0: not a fourth class that never occurs
+    assert sorted(set(raw["test"]["label"])) == [0, 1, 2]
+    assert list(raw["test"]["label"])[:3] == [0, 1, 2]
+
+
+def test_labels_from_zero_are_not_shifted_when_a_split_holds_class_zero(tmp_path):
+    train = numbered_csv(tmp_path / "train.csv", 10, label=lambda i: i % 2 + 1)
+    test = write_csv(tmp_path / "test.csv", "text,label", [("a", 0), ("b", 2)])
+    raw, names = load_raw_splits(args(train_file=train, test_file=test), 0)
+    assert names == ["0", "1", "2"] and list(raw["test"]["label"]) == [0, 2]
+
+
+def test_a_file_that_is_not_utf8_names_its_encoding(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,label\ncaf\xe9 cr\xe8me,1\nbad,0\n".encode("latin-1"))
+    message = load_error(train_file=str(path), test_file=str(path))
+    assert str(path) in message and "not UTF-8" in message and "byte 14" in message
+
+
+@pytest.mark.parametrize("length", [0, -1])
+def test_max_seq_length_must_be_positive(length):
+    with pytest.raises(ValueError, match=f"max_seq_length must be a positive number of tokens, got {length}"):
+        args(max_seq_length=length)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("max_train_samples", 0), ("max_test_samples", -5), ("validation_split_percentage", 100)]
+)
+def test_sample_counts_and_split_share_are_checked(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .*got {value}"):
+        args(**{field: value})

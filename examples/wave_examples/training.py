@@ -103,12 +103,12 @@ def build_model(model_args: ModelArguments, label_names: list[str]):
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
     except RuntimeError as error:
-        if "size mismatch" not in str(error):
+        if "ignore_mismatched_sizes" not in str(error):  # Transformers' refusal; its report lists the weights
             raise
         raise ValueError(
             f"{model_args.model_name_or_path} has weights whose shapes differ from this model's (e.g. a classifier "
             f"for another number of classes than the {len(label_names)} here). Pass --ignore_mismatched_sizes true "
-            f"to re-initialise them.\n{error}"
+            f"to re-initialise them (the load report above lists them)."
         ) from error
 
 
