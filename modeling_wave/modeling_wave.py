@@ -535,6 +535,7 @@ class WavePreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["WaveLayer"]
+    _input_embed_layer = "word_embeddings"  # `embeddings.word_embeddings`: Transformers' own getter and setter find it
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -564,16 +565,9 @@ class WaveModel(WavePreTrainedModel):
     def __init__(self, config: WaveConfig):
         super().__init__(config)
         config.check_wave_fields()
-        self.config = config
         self.embeddings = WaveEmbeddings(config)
         self.encoder = WaveEncoder(config)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value):
-        self.embeddings.word_embeddings = value
 
     @can_return_tuple
     @accepts_past_key_values
@@ -739,6 +733,11 @@ class WaveModel(WavePreTrainedModel):
             )
 
 
+def classifier_dropout(config: WaveConfig) -> float:
+    """Dropout before a classifier: `classifier_dropout`, else `hidden_dropout_prob` (as BERT's heads)."""
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
 class WaveForSequenceClassification(WavePreTrainedModel):
     """Wave Network with a linear classifier (or regressor) on the pooled text vector."""
 
@@ -749,10 +748,8 @@ class WaveForSequenceClassification(WavePreTrainedModel):
     def __init__(self, config: WaveConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.config = config
         self.wave = WaveModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.wide = WaveWideClassifier(config) if config.wide_ngram_sizes else None
         self.post_init()
@@ -762,16 +759,12 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput | tuple:
         r"""
-        token_type_ids (`torch.LongTensor`, *optional*):
-            Accepted from BERT tokenizers and ignored (no segment embeddings).
         labels (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Class indices in `[0, num_labels)` (cross-entropy), real targets if `num_labels == 1` (mean squared
             error), or multi-hot float targets with `problem_type="multi_label_classification"` (BCE with logits).
@@ -781,7 +774,6 @@ class WaveForSequenceClassification(WavePreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -840,10 +832,8 @@ class WaveForTokenClassification(WavePreTrainedModel):
     def __init__(self, config: WaveConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.config = config
         self.wave = WaveModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -852,16 +842,12 @@ class WaveForTokenClassification(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput | tuple:
         r"""
-        token_type_ids (`torch.LongTensor`, *optional*):
-            Accepted from BERT tokenizers and ignored (no segment embeddings).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             A class index in `[0, num_labels)` per token; -100 (pads, special tokens, sub-words) is ignored.
         """
@@ -870,7 +856,6 @@ class WaveForTokenClassification(WavePreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -904,7 +889,6 @@ class WaveForMaskedLM(WavePreTrainedModel):
                 "WaveForMaskedLM with `is_decoder=True` sees only the tokens before each position; set "
                 "`is_decoder=False` for the bidirectional G of Eq. (1)."
             )
-        self.config = config
         self.wave = WaveModel(config)
         self.lm_head = WaveLMHead(config)
         self.post_init()
@@ -920,16 +904,12 @@ class WaveForMaskedLM(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput | tuple:
         r"""
-        token_type_ids (`torch.LongTensor`, *optional*):
-            Accepted from BERT tokenizers and ignored (no segment embeddings).
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             The original token id at every masked position and -100 everywhere else (ignored), as
             `DataCollatorForLanguageModeling` makes them. The loss is the mean cross-entropy over the masked tokens,
@@ -940,7 +920,6 @@ class WaveForMaskedLM(WavePreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
@@ -966,7 +945,6 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
             config = copy.deepcopy(config)  # the caller's config (maybe shared with an encoder) stays as it was
             config.is_decoder = True
         super().__init__(config)
-        self.config = config
         self.wave = WaveModel(config)
         self.lm_head = WaveLMHead(config)
         self.post_init()
@@ -987,19 +965,15 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         cache: WaveCache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast | tuple:
         r"""
-        token_type_ids (`torch.LongTensor`, *optional*):
-            Accepted from BERT tokenizers and ignored (no segment embeddings).
         cache (`WaveCache`, *optional*):
             The running sums of the tokens before `input_ids` (from an earlier call with `use_cache=True`), updated in
             place. `attention_mask` may cover those earlier tokens too. Also taken as `past_key_values`, its name
@@ -1023,7 +997,6 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             cache=cache,
             use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
