@@ -4,6 +4,7 @@ Importing this package registers the Wave classes with the Auto classes (`AutoCo
 `AutoModelForSequenceClassification`, `AutoModelForTokenClassification`, `AutoModelForMaskedLM`,
 `AutoModelForCausalLM`), so that `from_pretrained` works on Wave checkpoints without `trust_remote_code`.
 """
+# ruff: noqa: F405
 
 from transformers import (
     AutoConfig,
@@ -15,15 +16,8 @@ from transformers import (
 )
 
 from .configuration_wave import WaveConfig
-from .modeling_wave import (
-    WaveCache,
-    WaveForCausalLM,
-    WaveForMaskedLM,
-    WaveForSequenceClassification,
-    WaveForTokenClassification,
-    WaveModel,
-    WavePreTrainedModel,
-)
+from .modeling_wave import *  # noqa: F403  (the classes of modeling_wave.__all__; F405 below)
+from .modeling_wave import __all__ as _model_classes
 
 __version__ = "0.1.0"
 
@@ -34,13 +28,4 @@ AutoModelForTokenClassification.register(WaveConfig, WaveForTokenClassification,
 AutoModelForMaskedLM.register(WaveConfig, WaveForMaskedLM, exist_ok=True)
 AutoModelForCausalLM.register(WaveConfig, WaveForCausalLM, exist_ok=True)
 
-__all__ = [
-    "WaveCache",
-    "WaveConfig",
-    "WaveForCausalLM",
-    "WaveForMaskedLM",
-    "WaveForSequenceClassification",
-    "WaveForTokenClassification",
-    "WaveModel",
-    "WavePreTrainedModel",
-]
+__all__ = ["WaveConfig", *_model_classes]

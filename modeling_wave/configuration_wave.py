@@ -1,5 +1,11 @@
 """Wave Network configuration (Zhang & Sheng, "Wave Network: An Ultra-Small Language Model", arXiv 2411.02674)."""
 
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any, Literal
+
+from huggingface_hub.dataclasses import strict, validated_field
+from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.utils import logging
@@ -26,6 +32,90 @@ WAVE_AUTO_MAP = {
 }
 
 
+class WaveConfigError(StrictDataclassError, ValueError):
+    """A value that [`WaveConfig`] refuses. `@strict` raises `StrictDataclassError`s, which are not `ValueError`s, while
+    Wave code and its callers expect a bad argument to raise a `ValueError`: `WaveConfig` re-raises them as this, with
+    the message of the check that failed (it names the field and the value)."""
+
+
+@contextmanager
+def _as_value_error():
+    try:
+        yield
+    except StrictDataclassError as error:
+        raise WaveConfigError(str(error.__cause__ or error)) from None
+
+
+def _raising_value_errors(cls):
+    """Class decorator over `@strict`: its checks (`__setattr__` for each field, `validate` for the class validators)
+    raise `WaveConfigError`s."""
+    strict_setattr, strict_validate = cls.__setattr__, cls.validate
+
+    def __setattr__(self, name, value):
+        with _as_value_error():
+            strict_setattr(self, name, value)
+
+    def validate(self):
+        with _as_value_error():
+            strict_validate(self)
+
+    validate.__is_defined_by_strict_decorator__ = True  # so that a subclass may use `@strict` in its turn
+    cls.__setattr__, cls.validate = __setattr__, validate
+    return cls
+
+
+def _named_check(check):
+    """Turn `check(name, value, **options)` into a factory of `validated_field`s, `factory(name, default, **options)`,
+    whose messages name the field (strict passes a field validator the value alone)."""
+
+    def factory(name, default, **options):
+        return validated_field(lambda value: check(name, value, **options), default=default)
+
+    return factory
+
+
+# The field validators. `@strict` runs each after the type check of the field's annotation (so `value` has that type).
+
+
+@_named_check
+def _positive_int(name, value, zero_means=None):
+    if value is None:  # where the annotation allows it
+        return
+    if zero_means is None and value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0 (0: {zero_means}), got {value}.")
+
+
+@_named_check
+def _above_zero(name, value):
+    if not value > 0:
+        raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+
+
+@_named_check
+def _dropout(name, value):
+    if value is not None and not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+
+
+@_named_check
+def _ngram_orders(name, sizes, smallest):
+    # Hand-written type check (these fields are annotated `Any`): strict's for `list[int]` would come first and say
+    # only which types it expected, not which n-gram orders are allowed.
+    if not isinstance(sizes, (list, tuple)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and smallest <= n <= MAX_NGRAM_SIZE for n in sizes
+    ):
+        raise ValueError(
+            f"`{name}` must be a list of n-gram orders, integers in [{smallest}, {MAX_NGRAM_SIZE}], e.g. "
+            f"{[2, 3] if smallest == 2 else [1, 2, 3]}; got {sizes!r}."
+        )
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"`{name}` lists an n-gram order twice: {sizes!r}.")
+
+
+@_raising_value_errors
+@strict
 class WaveConfig(PreTrainedConfig):
     r"""
     Configuration of a Wave Network ([`WaveModel`] and its heads). The defaults give the paper's single-layer,
@@ -94,72 +184,49 @@ class WaveConfig(PreTrainedConfig):
 
     model_type = "wave"
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 1
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float | int = 0.1
-    classifier_dropout: float | int | None = None
-    max_position_embeddings: int = 512
-    position_embedding_type: str = "learned"
-    wave_mode: str = "modulation"
-    wave_readout: str = "real_imag"
-    pooling: str = "mean"
-    layer_norm_eps: float = 1e-12
-    wave_eps: float = 1e-6
-    wave_implementation: str = "fused"
-    ngram_sizes: list[int] | tuple[int, ...] = ()
-    ngram_buckets: int = 200_000
-    ngram_embedding_size: int | None = None
-    wide_ngram_sizes: list[int] | tuple[int, ...] = ()
-    wide_buckets: int = 2_097_152
-    token_dropout_prob: float | int = 0.0
-    initializer_range: float = 0.02
+    # Types are checked by `@strict` from the annotations (a `bool` is no `int`), choices by the `Literal`s, ranges by
+    # the field validators above, rules between fields by the `validate_*` methods below.
+    vocab_size: int = _positive_int("vocab_size", default=30522)
+    hidden_size: int = _positive_int("hidden_size", default=768)
+    num_hidden_layers: int = _positive_int("num_hidden_layers", default=1, zero_means="no Wave layer")
+    intermediate_size: int = _positive_int("intermediate_size", default=3072, zero_means="no feed-forward block")
+    hidden_act: Literal[tuple(ACT2FN)] = "gelu"
+    hidden_dropout_prob: float | int = _dropout("hidden_dropout_prob", default=0.1)
+    classifier_dropout: float | int | None = _dropout("classifier_dropout", default=None)
+    max_position_embeddings: int = _positive_int("max_position_embeddings", default=512)
+    position_embedding_type: Literal[POSITION_EMBEDDING_TYPES] = "learned"
+    wave_mode: Literal[WAVE_MODES] = "modulation"
+    wave_readout: Literal[WAVE_READOUTS] = "real_imag"
+    pooling: Literal[POOLINGS] = "mean"
+    layer_norm_eps: float | int = _above_zero("layer_norm_eps", default=1e-12)
+    wave_eps: float | int = _above_zero("wave_eps", default=1e-6)
+    wave_implementation: Literal[WAVE_IMPLEMENTATIONS] = "fused"
+    ngram_sizes: Any = _ngram_orders("ngram_sizes", default=(), smallest=2)  # a list of ints, see `_ngram_orders`
+    ngram_buckets: int = _positive_int("ngram_buckets", default=200_000)
+    ngram_embedding_size: int | None = _positive_int("ngram_embedding_size", default=None)
+    wide_ngram_sizes: Any = _ngram_orders("wide_ngram_sizes", default=(), smallest=1)
+    wide_buckets: int = _positive_int("wide_buckets", default=2_097_152)
+    token_dropout_prob: float | int = _dropout("token_dropout_prob", default=0.0)
+    initializer_range: float | int = _above_zero("initializer_range", default=0.02)
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
     is_decoder: bool = False
     use_cache: bool = True
+    # PreTrainedConfig's field, declared again to be checked: its annotation there is a string (the module imports
+    # `annotations` from `__future__`), which strict leaves unchecked. None: chosen from the labels.
+    problem_type: Literal[PROBLEM_TYPES] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.auto_map = {**WAVE_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
-        self.check_wave_fields()
 
-    def check_wave_fields(self):
-        """Raise a `ValueError` naming the first field whose value the Wave Network cannot use."""
-        _check_choice("wave_mode", self.wave_mode, WAVE_MODES)
-        _check_choice("wave_readout", self.wave_readout, WAVE_READOUTS)
-        _check_choice("pooling", self.pooling, POOLINGS)
-        _check_choice("wave_implementation", self.wave_implementation, WAVE_IMPLEMENTATIONS)
-        _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
-        _check_choice("hidden_act", self.hidden_act, tuple(ACT2FN))
-        if self.problem_type is not None:  # the loss of `WaveForSequenceClassification`; None: chosen from the labels
-            _check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
-        for name in ("is_decoder", "use_cache", "tie_word_embeddings"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        for name in ("ngram_sizes", "wide_ngram_sizes"):
-            _check_ngram_sizes(name, getattr(self, name), smallest=2 if name == "ngram_sizes" else 1)
-        if self.ngram_embedding_size is not None:
-            _check_positive_int("ngram_embedding_size", self.ngram_embedding_size)
-        for name in ("vocab_size", "hidden_size", "max_position_embeddings", "ngram_buckets", "wide_buckets"):
-            _check_positive_int(name, getattr(self, name))
-        for name, zero_means in (("intermediate_size", "no feed-forward block"), ("num_hidden_layers", "no Wave layer")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
-            if value < 0:
-                raise ValueError(f"`{name}` must be >= 0 (0: {zero_means}), got {value}.")
-        for name in ("layer_norm_eps", "wave_eps", "initializer_range"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")
-        for name in ("hidden_dropout_prob", "classifier_dropout", "token_dropout_prob"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+    def validate_pad_token_id(self):
+        """Part of `@strict`-powered validation (after `__init__`, in `save_pretrained` and in `check_wave_fields`)."""
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"`pad_token_id` must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}.")
+
+    def validate_wave_readout(self):
+        """Part of `@strict`-powered validation: the readouts that lose the interaction between tokens."""
         if self.wave_mode == "modulation" and self.wave_readout == "magnitude":
             raise ValueError(
                 '`wave_readout="magnitude"` cannot be used with `wave_mode="modulation"`: |Z Z\'| = G G\' is the same '
@@ -171,27 +238,14 @@ class WaveConfig(PreTrainedConfig):
                 'token. Use "real_imag" or "magnitude" for a Wave Network that mixes tokens.'
             )
 
+    def check_wave_fields(self):
+        """Raise a `ValueError` naming the first field whose value the Wave Network cannot use.
 
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
-
-
-def _check_ngram_sizes(name, sizes, smallest):
-    if not isinstance(sizes, (list, tuple)) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and smallest <= n <= MAX_NGRAM_SIZE for n in sizes
-    ):
-        raise ValueError(
-            f"`{name}` must be a list of n-gram orders, integers in [{smallest}, {MAX_NGRAM_SIZE}], e.g. "
-            f"{[2, 3] if smallest == 2 else [1, 2, 3]}; got {sizes!r}."
-        )
-    if len(set(sizes)) != len(sizes):
-        raise ValueError(f"`{name}` lists an n-gram order twice: {sizes!r}.")
+        `@strict` checks each field when it is set and the rules between fields once `__init__` is done; this runs both
+        again, for a config changed since (`update`, assignments, a list changed in place)."""
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name))  # strict's `__setattr__` runs the field's checks
+        self.validate()
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
-__all__ = ["WaveConfig"]
+__all__ = ["WaveConfig", "WaveConfigError"]

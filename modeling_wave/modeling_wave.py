@@ -759,24 +759,16 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput | tuple:
         r"""
+        The other inputs (`position_ids`, `inputs_embeds`, `output_hidden_states`, ...) go to `WaveModel`.
         labels (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Class indices in `[0, num_labels)` (cross-entropy), real targets if `num_labels == 1` (mean squared
             error), or multi-hot float targets with `problem_type="multi_label_classification"` (BCE with logits).
         """
-        outputs = self.wave(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            return_dict=True,
-            **kwargs,
-        )
+        outputs = self.wave(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
         if self.wide is not None:
             if input_ids is None:
@@ -842,23 +834,15 @@ class WaveForTokenClassification(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput | tuple:
         r"""
+        The other inputs (`position_ids`, `inputs_embeds`, `output_hidden_states`, ...) go to `WaveModel`.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             A class index in `[0, num_labels)` per token; -100 (pads, special tokens, sub-words) is ignored.
         """
-        outputs = self.wave(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            return_dict=True,
-            **kwargs,
-        )
+        outputs = self.wave(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
         loss = None if labels is None else self._loss(logits, labels, **kwargs)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -904,25 +888,17 @@ class WaveForMaskedLM(WavePreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput | tuple:
         r"""
+        The other inputs (`position_ids`, `inputs_embeds`, `output_hidden_states`, ...) go to `WaveModel`.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             The original token id at every masked position and -100 everywhere else (ignored), as
             `DataCollatorForLanguageModeling` makes them. The loss is the mean cross-entropy over the masked tokens,
             or their sum over `num_items_in_batch` (the masked tokens of all accumulated batches, from Trainer).
         """
-        outputs = self.wave(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            return_dict=True,
-            **kwargs,
-        )
+        outputs = self.wave(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:  # `ForMaskedLMLoss`, in float32

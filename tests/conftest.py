@@ -15,3 +15,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 IMDB_DIR = Path(os.environ.get("WAVE_IMDB_DIR", REPO_ROOT.parent / "shared" / "data" / "imdb"))
+
+# What every saved config.json must map (the rule: each Auto class to its Wave class), written out once for the tests.
+EXPECTED_AUTO_MAP = {
+    "AutoConfig": "configuration_wave.WaveConfig",
+    "AutoModel": "modeling_wave.WaveModel",
+    **{
+        f"AutoModelFor{task}": f"modeling_wave.WaveFor{task}"
+        for task in ("SequenceClassification", "TokenClassification", "MaskedLM", "CausalLM")
+    },
+}

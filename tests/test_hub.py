@@ -24,7 +24,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import REPO_ROOT
+from conftest import EXPECTED_AUTO_MAP, REPO_ROOT
 from hub_server import LocalHub, git_blob_sha
 from modeling_wave import WaveConfig, WaveForSequenceClassification
 
@@ -241,14 +241,7 @@ def test_push_makes_one_commit_per_push(hub, pushed):
 def test_pushed_config_maps_every_auto_class_to_the_hub_code(hub, pushed):
     config = json.loads(hub.files(REPO_ID)["config.json"])
     assert config["model_type"] == "wave"
-    assert config["auto_map"] == {
-        "AutoConfig": "configuration_wave.WaveConfig",
-        "AutoModel": "modeling_wave.WaveModel",
-        "AutoModelForSequenceClassification": "modeling_wave.WaveForSequenceClassification",
-        "AutoModelForTokenClassification": "modeling_wave.WaveForTokenClassification",
-        "AutoModelForMaskedLM": "modeling_wave.WaveForMaskedLM",
-        "AutoModelForCausalLM": "modeling_wave.WaveForCausalLM",
-    }
+    assert config["auto_map"] == EXPECTED_AUTO_MAP
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 
 

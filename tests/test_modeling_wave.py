@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode, resolve_name
 
+from conftest import EXPECTED_AUTO_MAP
 import modeling_wave
 from modeling_wave import WaveConfig, WaveForSequenceClassification, WaveModel, WavePreTrainedModel
 from modeling_wave.configuration_wave import POOLINGS, POSITION_EMBEDDING_TYPES, WAVE_MODES, WAVE_READOUTS
@@ -904,14 +905,7 @@ def test_checkpoint_carries_code_and_auto_map(model_class, tester, tmp_path):
         path.name for path in tmp_path.iterdir()
     }
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert auto_map == {
-        "AutoConfig": "configuration_wave.WaveConfig",
-        "AutoModel": "modeling_wave.WaveModel",
-        "AutoModelForSequenceClassification": "modeling_wave.WaveForSequenceClassification",
-        "AutoModelForTokenClassification": "modeling_wave.WaveForTokenClassification",
-        "AutoModelForMaskedLM": "modeling_wave.WaveForMaskedLM",
-        "AutoModelForCausalLM": "modeling_wave.WaveForCausalLM",
-    }
+    assert auto_map == EXPECTED_AUTO_MAP
     package = Path(modeling_wave.__file__).parent
     for name in ("modeling_wave.py", "configuration_wave.py"):
         assert (tmp_path / name).read_text() == (package / name).read_text()
