@@ -22,25 +22,24 @@ Both runtimes get the same number of threads (`torch.get_num_threads()`). Output
 test texts: it checks that everything runs (the tests use it); its numbers mean nothing.
 """
 
-import json
 import logging
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import torch
-import transformers
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
-from wave_examples.arguments import parse_experiment_arguments
-from wave_examples.data import DataArguments, load_raw_splits, load_tokenizer
+from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
+from wave_examples.arguments import run_settings, start_experiment, write_results
+from wave_examples.data import load_raw_splits, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ BACKENDS = ("PyTorch float32", "PyTorch int8 dynamic", "ONNX Runtime float32")
 
 
 @dataclass
-class ExperimentArguments:
+class ExperimentArguments(BaseExperimentArguments):
     """The checkpoint, the lengths to time and where the results go."""
 
     model_name_or_path: str = field(
@@ -56,20 +55,14 @@ class ExperimentArguments:
     )
     output_dir: str = field(default="runs/deploy", metadata={"help": "Where model.onnx and the results go."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the checkpoint's)."})
-    quick: bool = field(default=False, metadata={"help": "Short lengths, one repeat, few texts: a smoke test."})
     seq_lengths: str = field(default="128,256,512", metadata={"help": "Comma-separated lengths to time."})
     batch_size: int = field(default=32, metadata={"help": "Texts per batch, timing and accuracy."})
     repeats: int = field(default=5, metadata={"help": "Timed rounds per length (the median is reported)."})
     atol: float = field(default=1e-4, metadata={"help": "Largest ONNX Runtime vs PyTorch logit difference allowed."})
-    seed: int = field(default=42, metadata={"help": "Seed of the train/validation split (the test split is fixed)."})
 
 
 QUICK = dict(seq_lengths="16,32", batch_size=8, repeats=1)
 QUICK_DATA = dict(max_seq_length=64, max_train_samples=8, max_eval_samples=8, max_test_samples=24)
-
-
-def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments]:
-    return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
 class LogitsOnly(nn.Module):
@@ -196,11 +189,8 @@ def markdown_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    argv = sys.argv[1:] if argv is None else argv
+    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
     model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path).to("cpu").eval()
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path)
@@ -226,8 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         predict_by_backend, tokenizer, test["text"], test["label"], data_args.max_seq_length, args.batch_size
     )
     results = {
-        "quick": args.quick,
-        **{k: v for k, v in asdict(args).items() if k not in ("quick", "output_dir", "seq_lengths")},
+        **run_settings(args, leave_out=("seq_lengths",)),
         "seq_lengths": lengths,
         "max_seq_length": data_args.max_seq_length,
         "test_samples": len(test),
@@ -239,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name in BACKENDS
         },
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(output_dir, results)
     table = markdown_table(results)
     (output_dir / "deployment.md").write_text(table)
     print(table)

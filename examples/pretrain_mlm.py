@@ -25,14 +25,12 @@ epoch (`--mlm_steps 625`, 24 min):
     python examples/pretrain_mlm.py --data_dir ../shared/data/imdb --output_dir runs/pretrain-mlm [--mlm_steps 625]
 """
 
-import json
 import logging
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import transformers
 from transformers import (
     AutoConfig,
     DataCollatorForLanguageModeling,
@@ -42,10 +40,9 @@ from transformers import (
 
 
 from modeling_wave import WaveConfig, WaveForMaskedLM, WaveForSequenceClassification
-from wave_examples.arguments import parse_experiment_arguments
+from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results
 from wave_examples.training import fixed_budget_arguments
 from wave_examples.data import (
-    DataArguments,
     build_compute_metrics,
     load_raw_splits,
     load_tokenizer,
@@ -55,15 +52,10 @@ from wave_examples.data import (
 logger = logging.getLogger(__name__)
 
 @dataclass
-class ExperimentArguments:
+class ExperimentArguments(WaveSizeArguments):
     """The model, the two training budgets and where the results go."""
 
     output_dir: str = field(default="runs/pretrain-mlm", metadata={"help": "Where the MLM and results.json go."})
-    quick: bool = field(default=False, metadata={"help": "Tiny model, few texts and steps: a smoke test."})
-    hidden_size: int = field(default=256, metadata={"help": "Width d of the Wave Network."})
-    num_hidden_layers: int = field(default=1, metadata={"help": "Number of Wave blocks (paper: 1)."})
-    intermediate_size: int = field(default=1024, metadata={"help": "Feed-forward width (0: none)."})
-    wave_mode: str = field(default="modulation", metadata={"help": "modulation or interference."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of the tokens masked for pre-training."})
     mlm_max_seq_length: int = field(
         default=128, metadata={"help": "Tokens per text in pre-training (the vocabulary projection dominates)."}
@@ -81,24 +73,11 @@ class ExperimentArguments:
     )
     batch_size: int = field(default=32, metadata={"help": "Texts per step, pre-training and fine-tuning."})
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation batch."})
-    seed: int = field(default=42, metadata={"help": "Seed of the data split, the initialisations and the order."})
 
 
-QUICK = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    mlm_max_seq_length=32,
-    mlm_steps=4,
-    finetune_steps=4,
-    finetune_seeds="42",
-    batch_size=8,
-    eval_batch_size=32,
-)
+QUICK = dict(hidden_size=32, intermediate_size=64, mlm_max_seq_length=32, mlm_steps=4, finetune_steps=4)
+QUICK.update(finetune_seeds="42", batch_size=8, eval_batch_size=32)
 QUICK_DATA = dict(max_seq_length=64, max_train_samples=64, max_eval_samples=32, max_test_samples=32)
-
-
-def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments]:
-    return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
 def pretrain(args, raw, tokenizer, config, output_dir: Path) -> dict:
@@ -115,7 +94,9 @@ def pretrain(args, raw, tokenizer, config, output_dir: Path) -> dict:
     model = WaveForMaskedLM(config)
     trainer = Trainer(
         model=model,
-        args=fixed_budget_arguments(args, output_dir / "mlm-trainer", args.mlm_steps, args.mlm_learning_rate, args.seed),
+        args=fixed_budget_arguments(
+            args, output_dir / "mlm-trainer", args.mlm_steps, args.mlm_learning_rate, args.seed
+        ),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability, seed=args.seed),
@@ -167,11 +148,8 @@ def finetune(args, tokenized, tokenizer, config, init: str, mlm_folder: str, see
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    argv = sys.argv[1:] if argv is None else argv
+    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
     raw, label_names = load_raw_splits(data_args, seed=args.seed)
     tokenizer = load_tokenizer()
@@ -187,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
-    results = {"quick": args.quick, **{k: v for k, v in asdict(args).items() if k not in ("quick", "output_dir")}}
+    results = run_settings(args)
     results["max_seq_length"] = data_args.max_seq_length
     mlm_folder = args.mlm_checkpoint
     if mlm_folder is None:
@@ -209,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["pretraining_gains"] = [pretrained - from_scratch for pretrained, from_scratch in pairs]
     results["pretraining_gain"] = statistics.mean(results["pretraining_gains"])
 
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(output_dir, results)
     logger.info(
         f"IMDB test accuracy after {args.finetune_steps} fine-tuning steps, mean of {len(seeds)} seeds: pre-trained "
         f"{results['pretrained_mean_test_accuracy']:.4f}, random init {results['random_mean_test_accuracy']:.4f} "

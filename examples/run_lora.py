@@ -18,23 +18,20 @@ model's logits; `results.json` has the largest differences, the trainable share 
 mean nothing.
 """
 
-import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
-import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
-from wave_examples.arguments import parse_experiment_arguments
+from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
+from wave_examples.arguments import run_settings, start_experiment, write_results
 from wave_examples.training import fixed_budget_arguments  # the same schedule as pretrain_mlm.py's fine-tuning
 from wave_examples.data import (
-    DataArguments,
     build_compute_metrics,
     load_raw_splits,
     load_tokenizer,
@@ -45,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExperimentArguments:
+class ExperimentArguments(BaseExperimentArguments):
     """The base checkpoint, the adapter and its training budget."""
 
     model_name_or_path: str = field(
@@ -53,7 +50,6 @@ class ExperimentArguments:
     )
     output_dir: str = field(default="runs/lora", metadata={"help": "Where adapter/, merged/ and results.json go."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the checkpoint's)."})
-    quick: bool = field(default=False, metadata={"help": "Few texts and steps: a smoke test."})
     target_modules: str = field(
         default="projection,readout", metadata={"help": "Comma-separated Linear layers that get a LoRA update."}
     )
@@ -64,15 +60,10 @@ class ExperimentArguments:
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
     batch_size: int = field(default=32, metadata={"help": "Texts per training step."})
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation batch."})
-    seed: int = field(default=42, metadata={"help": "Seed of the split, the adapter's initialisation and the order."})
 
 
 QUICK = dict(max_steps=4, batch_size=8, eval_batch_size=16, lora_r=4)
 QUICK_DATA = dict(max_seq_length=64, max_train_samples=32, max_eval_samples=16, max_test_samples=16)
-
-
-def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments]:
-    return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
 def load_base(args: ExperimentArguments, label_names: list[str]):
@@ -105,11 +96,8 @@ def logits_of(model, batch: dict) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    argv = sys.argv[1:] if argv is None else argv
+    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
     raw, label_names = load_raw_splits(data_args, seed=args.seed)
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path)
@@ -149,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     adapter_bytes = sum(f.stat().st_size for f in adapter_dir.iterdir() if f.name.startswith("adapter_model"))
     results = {
-        "quick": args.quick,
-        **{k: v for k, v in asdict(args).items() if k not in ("quick", "output_dir")},
+        **run_settings(args),
         "max_seq_length": data_args.max_seq_length,
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -163,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         "reloaded_max_abs_difference": (reloaded_logits - trained).abs().max().item(),
         "merged_max_abs_difference": (merged_logits - trained).abs().max().item(),
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(output_dir, results)
     logger.info(
         f"LoRA ({trainable:,} trainable parameters, adapter {adapter_bytes / 2**20:.2f} MB): test accuracy "
         f"{results['test_accuracy']:.4f}; reloaded / merged logits within {results['reloaded_max_abs_difference']:.1e}"

@@ -69,7 +69,7 @@ class LoopState:
         name = training_args.metric_for_best_model
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
-            raise ValueError(f"metric_for_best_model={name!r} is not among the evaluation's metrics {sorted(metrics)}.")
+            raise ValueError(f"metric_for_best_model={name!r} is not among the evaluation metrics {sorted(metrics)}.")
         value = metrics[key]
         better = self.best_metric is None or (
             value > self.best_metric if training_args.greater_is_better else value < self.best_metric
@@ -164,7 +164,8 @@ def load_best_model(accelerator: Accelerator, training_args, state: LoopState):
         logger.warning("load_best_model_at_end: no checkpoint was saved at an evaluation; keeping the last model.")
         return
     accelerator.print(
-        f"Loading the best model: {state.best_checkpoint} ({training_args.metric_for_best_model} = {state.best_metric})"
+        f"Loading the best model: {state.best_checkpoint} "
+        f"({training_args.metric_for_best_model} = {state.best_metric})"
     )
     accelerator.load_state(state.best_checkpoint)
 

@@ -31,17 +31,15 @@ The README's run: 300 steps and 500 validation reviews (`--max_steps 300 --max_e
 """
 
 import copy
-import json
 import logging
 import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import transformers
 from tokenizers import processors
 from transformers import (
     GPT2Config,
@@ -56,23 +54,19 @@ from transformers import (
 
 from modeling_wave import WaveConfig, WaveForCausalLM
 from modeling_wave.modeling_wave import CACHE_NAME
-from wave_examples.arguments import parse_experiment_arguments
-from wave_examples.data import DataArguments, load_raw_splits, load_tokenizer
+from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results
+from wave_examples.data import load_raw_splits, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExperimentArguments:
-    """The two models, the shared training budget and the generation lengths."""
+class ExperimentArguments(WaveSizeArguments):
+    """The two models (GPT-2 of the Wave Network's size), the shared training budget and the generation lengths."""
 
     output_dir: str = field(default="runs/causal-lm", metadata={"help": "Where the models and results.json go."})
-    quick: bool = field(default=False, metadata={"help": "Tiny models, few steps and tokens: a smoke test."})
-    hidden_size: int = field(default=256, metadata={"help": "Width d of both models."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Layers of both models."})
-    intermediate_size: int = field(default=1024, metadata={"help": "Feed-forward width of both models."})
     num_attention_heads: int = field(default=4, metadata={"help": "GPT-2's attention heads."})
-    wave_mode: str = field(default="modulation", metadata={"help": "modulation or interference."})
     block_size: int = field(default=128, metadata={"help": "Tokens per training block."})
     max_steps: int = field(default=1000, metadata={"help": "Training steps, the same for both models."})
     batch_size: int = field(default=16, metadata={"help": "Blocks per step."})
@@ -81,24 +75,11 @@ class ExperimentArguments:
         default="1024,2048,4096,8192,16384", metadata={"help": "Comma-separated numbers of tokens to generate."}
     )
     prompt_length: int = field(default=16, metadata={"help": "Prompt tokens before generation."})
-    seed: int = field(default=42, metadata={"help": "Seed of the split, the initialisations and the data order."})
 
 
-QUICK = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    intermediate_size=64,
-    block_size=32,
-    max_steps=3,
-    batch_size=4,
-    generation_lengths="8,16",
-    prompt_length=4,
-)
+QUICK = dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, block_size=32, max_steps=3, batch_size=4)
+QUICK.update(generation_lengths="8,16", prompt_length=4)
 QUICK_DATA = dict(max_train_samples=24, max_eval_samples=8)
-
-
-def parse_arguments(argv: list[str]) -> tuple[DataArguments, ExperimentArguments]:
-    return parse_experiment_arguments(ExperimentArguments, argv, QUICK, QUICK_DATA)
 
 
 def causal_lm_tokenizer(tokenizer):
@@ -244,11 +225,8 @@ def generation_benchmark(models: dict, prompt: torch.Tensor, lengths: list[int])
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    argv = sys.argv[1:] if argv is None else argv
+    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
     torch.manual_seed(args.seed)
 
     raw, _ = load_raw_splits(data_args, seed=args.seed)
@@ -257,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     lengths = [int(n) for n in args.generation_lengths.split(",")]
     models = build_models(args, tokenizer, longest=max(args.block_size, args.prompt_length + max(lengths)))
 
-    results = {"quick": args.quick, **{k: v for k, v in asdict(args).items() if k not in ("quick", "output_dir")}}
+    results = run_settings(args)
     results.update({f"{split}_blocks": len(data) for split, data in blocks.items()})
     for name, model in models.items():
         results.update(train(name, model, args, blocks, tokenizer, output_dir))
@@ -268,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows = [row for row in results["generation"] if row["model"] == name]
         results[f"{name}_median_tokens_per_second"] = statistics.median(row["tokens_per_second"] for row in rows)
 
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(output_dir, results)
     logger.info(
         f"Validation perplexity: Wave {results['wave_validation_perplexity']:.1f}, GPT-2 "
         f"{results['gpt2_validation_perplexity']:.1f} ({results['wave_non_embedding_parameters']:,} and "

@@ -453,7 +453,8 @@ def test_fine_tuning_a_checkpoint_with_other_classes_is_refused_by_default(two_c
 
 def test_ignore_mismatched_sizes_reinitialises_only_what_does_not_fit(two_class_checkpoint):
     saved = load_file(f"{two_class_checkpoint}/model.safetensors")
-    model = build_model(ModelArguments(model_name_or_path=two_class_checkpoint, ignore_mismatched_sizes=True), list("abc"))
+    model_args = ModelArguments(model_name_or_path=two_class_checkpoint, ignore_mismatched_sizes=True)
+    model = build_model(model_args, ["a", "b", "c"])
     assert model.classifier.out_features == 3
     loaded = model.state_dict()
     kept = [key for key in saved if not key.startswith("classifier.")]

@@ -5,7 +5,11 @@ wins. Every field of the script's dataclasses is a key, parsed by `HfArgumentPar
 """
 
 import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import transformers
 from transformers import HfArgumentParser
 
 from wave_examples import repo_path
@@ -44,3 +48,43 @@ def parse_experiment_arguments(experiment_class, argv: list[str], quick: dict, q
     if data_args.data_dir is None and data_args.dataset_name is None:
         data_args.dataset_name = "stanfordnlp/imdb"
     return data_args, args
+
+
+@dataclass
+class ExperimentArguments:
+    """What every experiment script takes besides its data: where the results go, a smoke-test switch, the seed."""
+
+    output_dir: str = field(default="runs/experiment", metadata={"help": "Where the models and results.json go."})
+    quick: bool = field(default=False, metadata={"help": "Tiny settings, a few texts and steps: a smoke test."})
+    seed: int = field(default=42, metadata={"help": "Seed of the split, the initialisations and the data order."})
+
+
+@dataclass
+class WaveSizeArguments(ExperimentArguments):
+    """The size of the Wave Network an experiment trains from scratch."""
+
+    hidden_size: int = field(default=256, metadata={"help": "Width d of the Wave Network."})
+    num_hidden_layers: int = field(default=1, metadata={"help": "Number of Wave blocks (paper: 1)."})
+    intermediate_size: int = field(default=1024, metadata={"help": "Feed-forward width (0: none)."})
+    wave_mode: str = field(default="modulation", metadata={"help": "modulation or interference."})
+
+
+def start_experiment(experiment_class, argv: list[str], quick: dict, quick_data: dict) -> tuple:
+    """The arguments (`parse_experiment_arguments`), logging at INFO (Transformers' own at WARNING) and the output
+    folder, made: `(data_args, args, output_dir)`."""
+    data_args, args = parse_experiment_arguments(experiment_class, argv, quick, quick_data)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return data_args, args, output_dir
+
+
+def run_settings(args, leave_out: tuple[str, ...] = ()) -> dict:
+    """What results.json records of a run's arguments: `quick` first, then all but `output_dir` and `leave_out`."""
+    left_out = ("quick", "output_dir", *leave_out)
+    return {"quick": args.quick, **{k: v for k, v in asdict(args).items() if k not in left_out}}
+
+
+def write_results(output_dir: Path, results: dict):
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

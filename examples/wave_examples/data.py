@@ -262,8 +262,8 @@ def _check_utf8(path: str, chunk_size: int = 1 << 20):
             except UnicodeDecodeError as error:
                 name = Path(path).name
                 raise ValueError(
-                    f"{path} is not UTF-8 text (an invalid byte near byte {offset + max(error.start, 0)}); the loaders "
-                    f"read UTF-8 only: convert it, e.g. `iconv -f latin1 -t utf-8 {name} > utf8-{name}`."
+                    f"{path} is not UTF-8 text (an invalid byte near byte {offset + max(error.start, 0)}); the loaders"
+                    f" read UTF-8 only: convert it, e.g. `iconv -f latin1 -t utf-8 {name} > utf8-{name}`."
                 ) from None
             offset += len(chunk)
 

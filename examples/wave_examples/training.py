@@ -69,7 +69,8 @@ class ModelArguments:
 
 def parse_classification_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`preset.json [--key value ...]` into the three argument dataclasses of `run_classification.py`."""
-    model_args, data_args, training_args = parse_preset_arguments((ModelArguments, DataArguments, TrainingArguments), argv)
+    dataclass_types = (ModelArguments, DataArguments, TrainingArguments)
+    model_args, data_args, training_args = parse_preset_arguments(dataclass_types, argv)
     if model_args.config_name is None and model_args.model_name_or_path is None:
         raise ValueError("Give config_name (train from scratch) or model_name_or_path (fine-tune a checkpoint).")
     if model_args.config_name is not None:
