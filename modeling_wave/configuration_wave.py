@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict, validated_field
 from huggingface_hub.errors import StrictDataclassError
+
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.utils import logging
@@ -33,9 +34,9 @@ WAVE_AUTO_MAP = {
 
 
 class WaveConfigError(StrictDataclassError, ValueError):
-    """A value that [`WaveConfig`] refuses. `@strict` raises `StrictDataclassError`s, which are not `ValueError`s, while
-    Wave code and its callers expect a bad argument to raise a `ValueError`: `WaveConfig` re-raises them as this, with
-    the message of the check that failed (it names the field and the value)."""
+    """A value that [`WaveConfig`] refuses. `@strict` raises `StrictDataclassError`s, which are not `ValueError`s,
+    while Wave code and its callers expect a bad argument to raise a `ValueError`: `WaveConfig` re-raises them as this,
+    with the message of the check that failed (it names the field and the value)."""
 
 
 @contextmanager

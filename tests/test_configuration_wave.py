@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub.errors import StrictDataclassError
 
 from modeling_wave import WaveConfig, WaveForSequenceClassification, configuration_wave
 from modeling_wave.configuration_wave import WAVE_AUTO_MAP
@@ -92,12 +93,12 @@ def test_pretrained_config_fields():
         ("hidden_act", "swishy", ["'gelu'", "'relu'"]),
         ("vocab_size", 0, ["positive integer"]),
         ("hidden_size", -8, ["positive integer"]),
-        ("hidden_size", 32.0, ["positive integer"]),
+        ("hidden_size", 32.0, ["expected int"]),  # type checks: strict's message
         ("num_hidden_layers", -1, [">= 0"]),
-        ("num_hidden_layers", True, ["integer >= 0"]),
-        ("num_hidden_layers", 1.5, ["integer >= 0"]),
+        ("num_hidden_layers", True, ["expected int"]),
+        ("num_hidden_layers", 1.5, ["expected int"]),
         ("intermediate_size", -1, [">= 0"]),
-        ("intermediate_size", 2.5, ["integer >= 0"]),
+        ("intermediate_size", 2.5, ["expected int"]),
         ("max_position_embeddings", -1, ["positive integer"]),
         ("hidden_dropout_prob", 1.0, ["[0, 1)"]),
         ("hidden_dropout_prob", -0.1, ["[0, 1)"]),
@@ -107,13 +108,17 @@ def test_pretrained_config_fields():
         ("initializer_range", 0, ["> 0"]),
         ("pad_token_id", 30522, ["[0, vocab_size=30522)"]),
         ("pad_token_id", -1, ["[0, vocab_size=30522)"]),
+        ("problem_type", "ranking", ["'regression'", "'multi_label_classification'"]),
+        ("is_decoder", "yes", ["expected bool"]),
+        ("use_cache", 1, ["expected bool"]),
     ],
 )
 def test_bad_values_raise_a_clear_error(field, value, allowed):
     with pytest.raises(ValueError) as error:
         WaveConfig(**{field: value})
+    assert isinstance(error.value, StrictDataclassError)  # raised by `@strict`, as a ValueError
     message = str(error.value)
-    assert f"`{field}`" in message
+    assert f"`{field}`" in message or f"Field '{field}'" in message  # ours, or strict's type and `Literal` checks
     for text in allowed:
         assert text in message
     assert repr(value) in message or str(value) in message
@@ -131,6 +136,29 @@ def test_interference_with_real_readout_warns():
     with CaptureLogger(logger) as captured:
         WaveConfig(wave_mode="interference", wave_readout="real")
     assert "no token sees any other token" in captured.out
+
+
+def test_fields_are_checked_when_set_and_by_check_wave_fields(tmp_path):
+    config = WaveConfig()
+    with pytest.raises(ValueError, match="`hidden_size` must be a positive integer, got 0"):
+        config.hidden_size = 0
+    with pytest.raises(ValueError, match="Field 'pooling' expected one of"):
+        config.update({"pooling": "max"})
+    with pytest.raises(ValueError, match="`num_hidden_layers` must be >= 0 .*got -2"):
+        config.update_from_string("num_hidden_layers=-2")
+    assert (config.hidden_size, config.pooling, config.num_hidden_layers) == (768, "mean", 1)  # refused: not set
+    config.update({"wave_readout": "magnitude"})  # fields are checked one by one: valid by itself
+    with pytest.raises(ValueError, match=r"wave_readout=\"magnitude\".*wave_mode=\"modulation\""):
+        config.check_wave_fields()  # the rules between fields
+    with pytest.raises(ValueError, match=r"wave_readout=\"magnitude\""):
+        config.save_pretrained(tmp_path)  # `save_pretrained` runs them too, before writing config.json
+    assert not (tmp_path / "config.json").exists()
+    config.update_from_string("wave_mode=interference,hidden_size=64")
+    config.check_wave_fields()
+    config.ngram_sizes = [2, 3]
+    config.ngram_sizes.append(7)  # changed in place, past `__setattr__`
+    with pytest.raises(ValueError, match=r"`ngram_sizes` must be .* got \[2, 3, 7\]"):
+        config.check_wave_fields()
 
 
 def test_valid_values_are_accepted():
@@ -180,6 +208,17 @@ def test_loading_a_bad_config_file_raises(tmp_path):
     path.write_text(json.dumps({**saved, "wave_mode": "convolution"}))
     with pytest.raises(ValueError, match="wave_mode"):
         WaveConfig.from_pretrained(tmp_path)
+
+
+def test_loading_an_old_config_file(tmp_path):
+    """A config.json as an older Transformers wrote it: a few fields, integer dropout, keys this version drops."""
+    old = {"model_type": "wave", "hidden_size": 64, "hidden_dropout_prob": 0, "wave_mode": "interference",
+           "torch_dtype": "float32", "_commit_hash": None, "transformers_version": "4.57.1",
+           "id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = WaveConfig.from_pretrained(tmp_path)
+    assert (config.hidden_size, config.hidden_dropout_prob, config.wave_mode) == (64, 0, "interference")
+    assert config.id2label == {0: "neg", 1: "pos"} and config.ngram_sizes == () and config.auto_map == WAVE_AUTO_MAP
 
 
 def test_auto_map_is_set_and_extendable():

@@ -49,47 +49,26 @@ PROPERTY_SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, d
 class WaveModelTester:
     """Builds tiny configs and inputs, and checks one property of a model per `create_and_check_*` method."""
 
-    def __init__(
-        self,
-        batch_size=13,
-        seq_length=7,
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        intermediate_size=37,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.1,
-        max_position_embeddings=512,
-        num_labels=3,
-        initializer_range=0.02,
-        **config_kwargs,
-    ):
+    # The tiny model every test starts from; a tester changes any config field: `WaveModelTester(pooling="cls")`.
+    CONFIG_DEFAULTS = dict(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, intermediate_size=37, hidden_act="gelu",
+        hidden_dropout_prob=0.1, max_position_embeddings=512, num_labels=3, initializer_range=0.02,
+    )  # fmt: skip
+
+    def __init__(self, batch_size=13, seq_length=7, **config_kwargs):
         self.batch_size = batch_size
         self.seq_length = seq_length
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.max_position_embeddings = max_position_embeddings
-        self.num_labels = num_labels
-        self.initializer_range = initializer_range
-        self.config_kwargs = config_kwargs
+        self.config_kwargs = {**self.CONFIG_DEFAULTS, **config_kwargs}
+
+    def __getattr__(self, name):
+        """`tester.hidden_size`, `tester.vocab_size`, ...: the values its configs get."""
+        try:
+            return self.__dict__["config_kwargs"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def get_config(self, **overrides):
-        kwargs = dict(
-            vocab_size=self.vocab_size,
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers,
-            intermediate_size=self.intermediate_size,
-            hidden_act=self.hidden_act,
-            hidden_dropout_prob=self.hidden_dropout_prob,
-            max_position_embeddings=self.max_position_embeddings,
-            num_labels=self.num_labels,
-            initializer_range=self.initializer_range,
-        )
-        return WaveConfig(**{**kwargs, **self.config_kwargs, **overrides})
+        return WaveConfig(**{**self.config_kwargs, **overrides})
 
     def prepare_config_and_inputs(self, seed=0):
         """A config and a batch in which every row has 1..seq_length real tokens, padded on the left or the right."""

