@@ -35,7 +35,6 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
 from wave_examples.arguments import run_settings, start_experiment, write_results

@@ -38,16 +38,10 @@ from transformers import (
     set_seed,
 )
 
-
 from modeling_wave import WaveConfig, WaveForMaskedLM, WaveForSequenceClassification
 from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results
+from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 from wave_examples.training import fixed_budget_arguments
-from wave_examples.data import (
-    build_compute_metrics,
-    load_raw_splits,
-    load_tokenizer,
-    tokenize_splits,
-)
 
 logger = logging.getLogger(__name__)
 

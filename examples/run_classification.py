@@ -16,12 +16,7 @@ import transformers
 from transformers import set_seed
 
 from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
-from wave_examples.training import (
-    ClassificationTrainer,
-    build_model,
-    last_checkpoint,
-    parse_classification_arguments,
-)
+from wave_examples.training import ClassificationTrainer, build_model, last_checkpoint, parse_classification_arguments
 
 logger = logging.getLogger(__name__)
 

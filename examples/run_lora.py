@@ -26,17 +26,11 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
-
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
 from wave_examples.arguments import run_settings, start_experiment, write_results
+from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 from wave_examples.training import fixed_budget_arguments  # the same schedule as pretrain_mlm.py's fine-tuning
-from wave_examples.data import (
-    build_compute_metrics,
-    load_raw_splits,
-    load_tokenizer,
-    tokenize_splits,
-)
 
 logger = logging.getLogger(__name__)
 

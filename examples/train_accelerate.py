@@ -39,7 +39,6 @@ from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 from transformers.loss.loss_utils import ForSequenceClassificationLoss
 from transformers.trainer_utils import rotate_checkpoints
 
-
 from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 from wave_examples.training import build_model, last_checkpoint, parse_classification_arguments
 

@@ -51,7 +51,6 @@ from transformers import (
     set_seed,
 )
 
-
 from modeling_wave import WaveConfig, WaveForCausalLM
 from modeling_wave.modeling_wave import CACHE_NAME
 from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results

@@ -20,25 +20,12 @@ PRESETS = {
 
 # Values different from every default, all valid together.
 NON_DEFAULTS = dict(
-    vocab_size=120,
-    hidden_size=48,
-    num_hidden_layers=3,
-    intermediate_size=50,
-    hidden_act="relu",
-    hidden_dropout_prob=0.25,
-    classifier_dropout=0.5,
-    max_position_embeddings=64,
-    position_embedding_type="sinusoidal",
-    wave_mode="interference",
-    wave_readout="magnitude",
-    pooling="cls",
-    layer_norm_eps=1e-5,
-    wave_eps=1e-4,
-    initializer_range=0.05,
-    pad_token_id=3,
-    num_labels=4,
+    vocab_size=120, hidden_size=48, num_hidden_layers=3, intermediate_size=50, hidden_act="relu",
+    hidden_dropout_prob=0.25, classifier_dropout=0.5, max_position_embeddings=64,
+    position_embedding_type="sinusoidal", wave_mode="interference", wave_readout="magnitude", pooling="cls",
+    layer_norm_eps=1e-5, wave_eps=1e-4, initializer_range=0.05, pad_token_id=3, num_labels=4,
     problem_type="multi_label_classification",
-)
+)  # fmt: skip
 
 
 def test_defaults_are_the_papers_model():
@@ -46,23 +33,11 @@ def test_defaults_are_the_papers_model():
     assert isinstance(config, PreTrainedConfig)
     assert config.model_type == WaveConfig.model_type == "wave"
     expected = dict(
-        vocab_size=30522,
-        hidden_size=768,
-        num_hidden_layers=1,
-        intermediate_size=3072,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.1,
-        classifier_dropout=None,
-        max_position_embeddings=512,
-        position_embedding_type="learned",
-        wave_mode="modulation",
-        wave_readout="real_imag",
-        pooling="mean",
-        layer_norm_eps=1e-12,
-        wave_eps=1e-6,
-        initializer_range=0.02,
-        pad_token_id=0,
-    )
+        vocab_size=30522, hidden_size=768, num_hidden_layers=1, intermediate_size=3072, hidden_act="gelu",
+        hidden_dropout_prob=0.1, classifier_dropout=None, max_position_embeddings=512,
+        position_embedding_type="learned", wave_mode="modulation", wave_readout="real_imag", pooling="mean",
+        layer_norm_eps=1e-12, wave_eps=1e-6, initializer_range=0.02, pad_token_id=0,
+    )  # fmt: skip
     assert {name: getattr(config, name) for name in expected} == expected
     # what PreTrainedConfig gives
     assert config.num_labels == 2 and config.id2label == {0: "LABEL_0", 1: "LABEL_1"}

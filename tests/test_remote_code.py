@@ -3,12 +3,12 @@ using only the code files copied next to `model.safetensors`, and gives the same
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from fresh_python import run_outside_the_checkout
+from test_modeling_wave import WaveModelTester
 
 from modeling_wave import WaveConfig, WaveForSequenceClassification, WaveModel
 
@@ -69,16 +69,7 @@ def child_run(tmp_path_factory):
     """Save two checkpoints and inputs, run the child once, and return its report and outputs with the parent's."""
     work = tmp_path_factory.mktemp("remote-code")
     torch.manual_seed(0)
-    config = WaveConfig(
-        vocab_size=99,
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_labels=3,
-        wave_mode="interference",
-        wave_readout="magnitude",
-        pooling="mean",
-    )
+    config = WaveModelTester(wave_mode="interference", wave_readout="magnitude", pooling="mean").get_config()
     classifier = WaveForSequenceClassification(config).eval()
     base = WaveModel(WaveConfig(**{**config.to_dict(), "wave_mode": "modulation", "wave_readout": "real"})).eval()
     with torch.no_grad():  # non-trivial weights, so equal outputs mean the weights really loaded
@@ -102,23 +93,9 @@ def child_run(tmp_path_factory):
             "base_pooled": base(**inputs).pooler_output,
         }
 
-    cwd = tmp_path_factory.mktemp("child-cwd")  # outside the repository, so its root is not on sys.path
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path_factory.mktemp("child-hf-home")), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    script = cwd / "child.py"
-    script.write_text(CHILD)
-    result = subprocess.run(
-        [sys.executable, str(script), str(work)],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,  # the trust_remote_code prompt must fail at once, not wait for an answer
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
+    cwd, env = run_outside_the_checkout(CHILD, work, tmp_path_factory)
     report = json.loads((work / "report.json").read_text())
-    return report, torch.load(work / "child_outputs.pt"), expected, str(cwd), env["HF_HOME"]
+    return report, torch.load(work / "child_outputs.pt"), expected, cwd, env["HF_HOME"]
 
 
 def test_child_cannot_import_the_local_package(child_run):
