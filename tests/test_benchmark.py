@@ -1,4 +1,5 @@
-"""examples/benchmark.py: one `--quick` run (tiny models, lengths 32-128) and checks of what it writes.
+"""examples/benchmark.py: one `--quick` run (tiny models, lengths 32-128) and checks of what it writes; its parts
+in `wave_examples.benchmark` and its FLOP model, `wave_examples.flops`.
 
 Nothing here asserts a speed or a memory target: wall-clock numbers depend on the machine. The tests check that the
 outputs exist, hold every field, are positive and finite, and that every reported ratio is computed from numbers of
@@ -15,11 +16,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification
 
+import wave_examples.benchmark.settings as benchmark_settings
 from conftest import REPO_ROOT
-from example_scripts import load_example
 from modeling_wave import WaveConfig, WaveForSequenceClassification
-
-benchmark = load_example("benchmark")
+from wave_examples import flops
+from wave_examples.benchmark import memory, models, timing
 
 MODELS = ["wave-modulation", "wave-interference", "transformer-1layer", "bert-base", "minilm"]
 CAPPED = {"bert-base": 64}  # a preset cap, so that the skip path is exercised deterministically
@@ -55,7 +56,7 @@ def test_writes_json_markdown_and_plots(quick_run):
     for heading in ("## Batch 4, length 32", "## Physical limit", "## Targets", "## Length sweep, batch 2"):
         assert heading in markdown
     for name in MODELS:
-        assert benchmark.MODEL_RECIPES[name]["label"] in markdown
+        assert models.MODEL_RECIPES[name]["label"] in markdown
 
 
 def test_settings_come_from_the_quick_preset(quick_run):
@@ -169,7 +170,7 @@ def test_ratios_are_computed_from_this_run(quick_run):
 def test_matmul_probe_covers_the_wave_layer_shapes(quick_run):
     _, report, _ = quick_run
     shapes = report["main"]["matmul"]["shapes"]
-    tokens, d = 4 * 32, benchmark.QUICK_SIZE["hidden_size"]
+    tokens, d = 4 * 32, models.QUICK_SIZE["hidden_size"]
     assert {(s["m"], s["k"], s["n"]) for s in shapes if s["pass"] == "forward"} == {
         (tokens, d, 2 * d),
         (tokens, 2 * d, d),
@@ -209,7 +210,7 @@ def counted_flops(model, vocab_size, batch_size=3, length=10):
 def test_wave_matmul_flops_match_flop_counter(fields):
     config = WaveConfig(hidden_size=16, vocab_size=50, **{"intermediate_size": 0, **fields})
     forward, backward = counted_flops(WaveForSequenceClassification(config), 50)
-    counts = benchmark.wave_flops(config, 3, 10)
+    counts = flops.wave_flops(config, 3, 10)
     assert counts["forward_matmul"] == forward
     assert backward == 2 * forward  # why a training step counts 3 x forward
     d = config.hidden_size
@@ -221,7 +222,7 @@ def test_bert_matmul_flops_match_flop_counter():
     config = BertConfig(hidden_size=16, num_attention_heads=2, intermediate_size=32, num_hidden_layers=2, vocab_size=50)
     config._attn_implementation = "sdpa"
     forward, backward = counted_flops(BertForSequenceClassification(config), 50)
-    assert benchmark.bert_flops(config, 3, 10)["forward_matmul"] == forward
+    assert flops.bert_flops(config, 3, 10)["forward_matmul"] == forward
     assert backward == 2 * forward
 
 
@@ -231,12 +232,12 @@ def test_bert_matmul_flops_match_flop_counter():
 def test_command_line_wins_over_preset_and_quick_defaults(tmp_path):
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps({"quick": True, "repeats": 7, "seq_lengths": [16, 8]}))
-    settings, _ = benchmark.parse_settings([str(preset), "--repeats", "3", "--models", "wave-modulation,minilm"])
+    settings = benchmark_settings.parse_settings([str(preset), "--repeats", "3", "--models", "wave-modulation,minilm"])
     assert settings["repeats"] == 3  # command line over preset
     assert settings["seq_lengths"] == [8, 16]  # preset over quick defaults, sorted
-    assert settings["batch_size"] == benchmark.QUICK_DEFAULTS["batch_size"]
+    assert settings["batch_size"] == benchmark_settings.QUICK_DEFAULTS["batch_size"]
     assert settings["models"] == ["wave-modulation", "minilm"]
-    settings, _ = benchmark.parse_settings(["--seq_lengths", "", "--max_lengths", "bert-base=1024"])
+    settings = benchmark_settings.parse_settings(["--seq_lengths", "", "--max_lengths", "bert-base=1024"])
     assert settings["seq_lengths"] == [] and settings["max_lengths"] == {"bert-base": 1024}
     assert settings["batch_size"] == 64 and settings["seq_length"] == 128  # the paper's setting by default
 
@@ -245,31 +246,47 @@ def test_unknown_preset_keys_and_models_are_refused(tmp_path):
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps({"batchsize": 8}))
     with pytest.raises(SystemExit):
-        benchmark.parse_settings([str(preset)])
+        benchmark_settings.parse_settings([str(preset)])
     with pytest.raises(ValueError, match="Unknown model"):
-        benchmark.parse_settings(["--models", "gpt-5"])
+        benchmark_settings.parse_settings(["--models", "gpt-5"])
+
+
+def test_preset_lists_dicts_and_description_are_read_as_the_command_line_writes_them(tmp_path):
+    preset = tmp_path / "preset.json"
+    preset.write_text(json.dumps({"description": "kept", "models": ["minilm", "bert-base"], "seq_lengths": [],
+                                  "max_lengths": {"bert-base": 64}, "memory": False}))  # fmt: skip
+    settings = benchmark_settings.parse_settings([str(preset)])
+    assert settings["models"] == ["minilm", "bert-base"] and settings["seq_lengths"] == []
+    assert settings["max_lengths"] == {"bert-base": 64} and settings["memory"] is False
+    assert settings["description"] == "kept"
+    assert benchmark_settings.parse_settings(["--no_memory", "--models", "minilm"])["memory"] is False
+
+
+def test_a_failed_memory_probe_is_reported_not_raised(tmp_path):
+    result = memory._probe_result(1, tmp_path / "missing.json", "", "Traceback ...\nMemoryError: out of memory\n")
+    assert result == {"error": "probe failed: MemoryError: out of memory"}
 
 
 def test_sweep_prediction_uses_the_measured_exponent_between_linear_and_quadratic():
-    assert benchmark.predicted_step_seconds({128: 1.0}, 256) == pytest.approx(2.0)  # one point: linear
-    assert benchmark.predicted_step_seconds({128: 1.0, 256: 3.0}, 512) == pytest.approx(3.0 * 3.0)  # measured 2^1.58
-    assert benchmark.predicted_step_seconds({128: 1.0, 256: 1.1}, 512) == pytest.approx(2.2)  # at least linear
-    assert benchmark.predicted_step_seconds({128: 1.0, 256: 8.0}, 512) == pytest.approx(32.0)  # at most quadratic
+    assert timing.predicted_step_seconds({128: 1.0}, 256) == pytest.approx(2.0)  # one point: linear
+    assert timing.predicted_step_seconds({128: 1.0, 256: 3.0}, 512) == pytest.approx(3.0 * 3.0)  # measured 2^1.58
+    assert timing.predicted_step_seconds({128: 1.0, 256: 1.1}, 512) == pytest.approx(2.2)  # at least linear
+    assert timing.predicted_step_seconds({128: 1.0, 256: 8.0}, 512) == pytest.approx(32.0)  # at most quadratic
 
 
 @pytest.mark.parametrize(
     "name", ["benchmark-cpu.json", "benchmark-quick.json", "benchmark-gpu.json", "benchmark-epoch.json"]
 )
 def test_presets_parse(name):
-    settings, _ = benchmark.parse_settings([str(REPO_ROOT / "configuration" / name)])
+    settings = benchmark_settings.parse_settings([str(REPO_ROOT / "configuration" / name)])
     assert settings["models"] and settings["repeats"] > 0
     assert all(length > 0 for length in settings["seq_lengths"])
 
 
 def test_eager_wave_recipe_is_the_same_model_with_the_autograd_wave():
-    settings = {**benchmark.DEFAULTS, "quick": True}
-    fused = benchmark.model_config("wave-modulation", settings, max_positions=64)
-    eager = benchmark.model_config("wave-modulation-eager", settings, max_positions=64)
+    settings = {**benchmark_settings.DEFAULTS, "quick": True}
+    fused = models.model_config("wave-modulation", settings, max_positions=64)
+    eager = models.model_config("wave-modulation-eager", settings, max_positions=64)
     assert (fused.wave_implementation, eager.wave_implementation) == ("fused", "eager")
     assert {**eager.to_dict(), "wave_implementation": "fused"} == fused.to_dict()
-    assert "wave-modulation-eager" not in benchmark.DEFAULTS["models"]  # opt-in: the CPU preset names it
+    assert "wave-modulation-eager" not in benchmark_settings.DEFAULTS["models"]  # opt-in: the CPU preset names it

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
+from wave_examples import flops
 from wave_examples.analysis import (
     markdown_table,
     output_dir,
@@ -74,7 +75,8 @@ MATMUL_OPS = {"addmm", "mm", "bmm", "baddbmm", "matmul", "linear"}
 
 
 def formulas(variant: str, n: int, d: int, h: int, L: int, B: int = 1) -> dict:
-    """docs/complexity.md, for B texts of n tokens through L layers of width d (h heads, FFN width m).
+    """docs/complexity.md, for B texts of n tokens through L layers of width d (h heads, FFN width m), from the
+    FLOP and activation model the benchmark uses too (`wave_examples.flops`).
 
     flops: multiply-add = 2 FLOPs, matrix multiplies of the forward pass; elements: written by the other
     operators of an inference forward pass; memory: float32 bytes kept for backward by a training forward pass.
@@ -82,28 +84,13 @@ def formulas(variant: str, n: int, d: int, h: int, L: int, B: int = 1) -> dict:
     spec = VARIANTS[variant]
     m = spec["ffn"] * d
     if spec["kind"] == "wave":
-        flops = 8 * n * d * d + 4 * n * d * m
-        elements = (21 if spec["wave_mode"] == "modulation" else 19) * n * d + 2 * n + 2 * d
-        memory = 11 * n * d + 2 * n if spec["implementation"] == "eager" else 7 * n * d + 2 * n + 2 * d
-        if m:
-            elements += n * m + 2 * n * d + 2 * n
-            memory += 3 * n * d + 2 * n * m + 2 * n
-        shared_memory = n  # the token mask, saved once for all layers
+        layer = flops.wave_layer(B, n, d, m, spec["wave_mode"], implementation=spec["implementation"])
     else:
-        flops = 8 * n * d * d + 4 * n * d * m + 4 * n * n * d
-        if spec["attention"] == "eager":
-            elements = 2 * h * n * n + 4 * n * d + n * m + 4 * n
-        else:  # the fused kernel writes its output and one log-sum-exp per head and token
-            elements = 5 * n * d + n * m + h * n + 4 * n
-        if spec["attention_dropout"] > 0:
-            memory = 10 * n * d + 2 * n * m + 3 * h * n * n + 4 * n
-        else:
-            memory = 10 * n * d + 2 * n * m + h * n + 4 * n
-        shared_memory = 0
+        layer = flops.bert_layer(B, n, d, h, m, spec["attention"], spec["attention_dropout"])
     return {
-        "flops": B * L * flops,
-        "elements": B * L * elements,
-        "memory_bytes": FLOAT_BYTES * B * (L * memory + shared_memory),
+        "flops": L * sum(layer["matmul"].values()),
+        "elements": L * layer["elements_written"],
+        "memory_bytes": FLOAT_BYTES * (L * layer["saved_floats"] + layer["saved_floats_per_model"]),
     }
 
 
