@@ -350,10 +350,15 @@ def test_without_feed_forward_block(wave, tmp_path):
 # Losses: problem_type handled exactly as BertForSequenceClassification
 
 
-def test_single_label_loss(tester):
+def classifier_loss(tester, kind: str):
+    """A classifier, its batch and labels, and its output for the labels of `kind` ("single", "multi", ...)."""
     config, inputs, labels = tester.prepare_config_and_inputs()
     model = WaveForSequenceClassification(config).eval()
-    result = model(**inputs, labels=labels["single"])
+    return model, inputs, labels, model(**inputs, labels=labels[kind])
+
+
+def test_single_label_loss(tester):
+    model, inputs, labels, result = classifier_loss(tester, "single")
     assert model.config.problem_type == "single_label_classification"
     torch.testing.assert_close(result.loss, F.cross_entropy(result.logits, labels["single"]))
     ignored = labels["single"].clone()
@@ -363,18 +368,14 @@ def test_single_label_loss(tester):
 
 
 def test_multi_label_loss(tester):
-    config, inputs, labels = tester.prepare_config_and_inputs()
-    model = WaveForSequenceClassification(config).eval()
-    result = model(**inputs, labels=labels["multi"])
+    model, _, labels, result = classifier_loss(tester, "multi")
     assert model.config.problem_type == "multi_label_classification"
     torch.testing.assert_close(result.loss, F.binary_cross_entropy_with_logits(result.logits, labels["multi"]))
 
 
 def test_regression_loss():
     tester = WaveModelTester(num_labels=1)
-    config, inputs, labels = tester.prepare_config_and_inputs()
-    model = WaveForSequenceClassification(config).eval()
-    result = model(**inputs, labels=labels["regression"])
+    model, inputs, labels, result = classifier_loss(tester, "regression")
     assert model.config.problem_type == "regression"
     assert result.logits.shape == (tester.batch_size, 1)
     torch.testing.assert_close(result.loss, F.mse_loss(result.logits.squeeze(-1), labels["regression"]))
