@@ -18,49 +18,32 @@ import sys
 
 import matplotlib.pyplot as plt
 
-import gradients
-from wave_examples.analysis import (
-    COLORS,
-    AnalysisData,
-    budget_label,
-    build_model,
-    markdown_table,
-    moving_average,
-    output_dir,
-    parameter_counts,
-    parse_settings,
-    run_info,
-    save_figure,
-    train,
-    training_samples,
-    write_json,
-    write_markdown,
-)
+from wave_examples import analysis
+from wave_examples.analysis_gradients import GradientRecorder, model_result, write_outputs
 
 BUDGET_FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # table columns: test accuracy after this share of the batches
 
 
 def main(argv: list[str] | None = None) -> dict:
-    settings = parse_settings("convergence", __doc__, argv, extra_arguments)
-    folder = output_dir(settings)
-    data = AnalysisData(settings, training_samples(settings), settings["eval_samples"])
+    settings = analysis.parse_settings("convergence", __doc__, argv, extra_arguments)
+    folder = analysis.output_dir(settings)
+    data = analysis.AnalysisData(settings, analysis.training_samples(settings), settings["eval_samples"])
     results, gradient_results = {}, {}
     for name in settings["models"]:
         spec = settings["model_specs"][name]
-        model = build_model(name, settings, data.num_labels)
-        recorder = gradients.GradientRecorder(model) if settings["record_gradients"] else None
-        history = train(model, data, settings, spec["learning_rate"], on_backward=recorder, label=name)
-        results[name] = {"learning_rate": spec["learning_rate"], **parameter_counts(model), **history}
-        if recorder is not None:
-            recorder.remove()
-            gradient_results[name] = gradients.model_result(spec, model, history, recorder)
+        model = analysis.build_model(name, settings, data.num_labels)
+        recorders = [GradientRecorder(model)] if settings["record_gradients"] else []
+        history = analysis.train(model, data, settings, spec["learning_rate"], callbacks=recorders, label=name)
+        results[name] = {"learning_rate": spec["learning_rate"], **analysis.parameter_counts(model), **history}
+        if recorders:
+            gradient_results[name] = model_result(spec, model, history, recorders[0])
         del model
-    payload = {"run": run_info(settings), "test_samples": len(data.test), "models": results}
-    write_json(folder / "convergence.json", payload)
+    payload = {"run": analysis.run_info(settings), "test_samples": len(data.test), "models": results}
+    analysis.write_json(folder / "convergence.json", payload)
     plot(payload, settings, folder / "convergence.png")
-    write_markdown(folder / "convergence.md", table(payload, settings))
+    analysis.write_markdown(folder / "convergence.md", table(payload, settings))
     if gradient_results:
-        payload["gradients"] = gradients.write_outputs(settings, folder, len(data.test), gradient_results)
+        payload["gradients"] = write_outputs(settings, folder, len(data.test), gradient_results)
     return payload
 
 
@@ -75,12 +58,12 @@ def extra_arguments(parser):
 def plot(payload: dict, settings: dict, path):
     figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, result in payload["models"].items():
-        color = COLORS.get(name)
+        color = analysis.COLORS.get(name)
         steps = [e["step"] for e in result["eval"]]
         accuracy_axis.plot(steps, [e["accuracy"] for e in result["eval"]], "-o", ms=2.5, color=color, label=name)
         loss_axis.plot(steps, [e["loss"] for e in result["eval"]], "-o", ms=2.5, color=color, label=f"{name} (test)")
         window = max(1, settings["eval_every"])
-        smoothed = moving_average(result["train_loss"], window)
+        smoothed = analysis.moving_average(result["train_loss"], window)
         loss_axis.plot(result["step"][len(result["step"]) - len(smoothed):], smoothed, "--", lw=0.8, color=color,
                        alpha=0.7, label=f"{name} (train, mean of {window})")
     accuracy_axis.axhline(0.5, color="grey", lw=0.6, ls=":")
@@ -89,8 +72,8 @@ def plot(payload: dict, settings: dict, path):
     loss_axis.set(xlabel="training batches", ylabel="cross-entropy", title="Loss")
     accuracy_axis.legend(fontsize=8)
     loss_axis.legend(fontsize=7)
-    figure.suptitle(budget_label(settings), fontsize=9)
-    save_figure(figure, path)
+    figure.suptitle(analysis.budget_label(settings), fontsize=9)
+    analysis.save_figure(figure, path)
 
 
 def accuracy_at(result: dict, step: int) -> float:
@@ -113,8 +96,8 @@ def table(payload: dict, settings: dict) -> str:
             + [f"{best['accuracy']:.4f} ({best['step']})", f"{result['eval'][-1]['loss']:.4f}",
                f"{result['seconds_per_batch']:.2f}"]
         )
-    caption = f"{budget_label(settings)}; test sample of {payload['test_samples']} reviews."
-    return f"{caption}\n\n" + markdown_table(header, rows)
+    caption = f"{analysis.budget_label(settings)}; test sample of {payload['test_samples']} reviews."
+    return f"{caption}\n\n" + analysis.markdown_table(header, rows)
 
 
 if __name__ == "__main__":

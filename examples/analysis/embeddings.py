@@ -16,23 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from wave_examples.analysis import (
-    COLORS,
-    AnalysisData,
-    budget_label,
-    build_model,
-    markdown_table,
-    output_dir,
-    parameter_counts,
-    parse_settings,
-    pretrained_word_embeddings,
-    run_info,
-    save_figure,
-    train,
-    training_samples,
-    write_json,
-    write_markdown,
-)
+from wave_examples import analysis
 
 EMBEDDINGS = {
     "random": "random (trained)",
@@ -46,28 +30,28 @@ def extra_arguments(parser):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    settings = parse_settings("embeddings", __doc__, argv, extra_arguments)
+    settings = analysis.parse_settings("embeddings", __doc__, argv, extra_arguments)
     if isinstance(settings["embeddings"], str):
         settings["embeddings"] = settings["embeddings"].split(",")
     unknown = set(settings["embeddings"]) - set(EMBEDDINGS)
     if unknown:
         raise SystemExit(f"unknown --embeddings {sorted(unknown)}; choose from {list(EMBEDDINGS)}")
-    folder = output_dir(settings)
-    data = AnalysisData(settings, training_samples(settings), settings["eval_samples"])
-    width = pretrained_word_embeddings(settings["pretrained_embeddings"]).shape[1]
+    folder = analysis.output_dir(settings)
+    data = analysis.AnalysisData(settings, analysis.training_samples(settings), settings["eval_samples"])
+    width = analysis.pretrained_word_embeddings(settings["pretrained_embeddings"]).shape[1]
     runs = []
     for name in settings["models"]:
         spec = settings["model_specs"][name]
         for embeddings in settings["embeddings"]:
             label = f"{name}, {embeddings} embeddings"
-            model = build_model(name, settings, data.num_labels, hidden_size=width, embeddings=embeddings)
-            history = train(model, data, settings, spec["learning_rate"], label=label)
+            model = analysis.build_model(name, settings, data.num_labels, hidden_size=width, embeddings=embeddings)
+            history = analysis.train(model, data, settings, spec["learning_rate"], label=label)
             runs.append({
                 "model": name,
                 "embeddings": embeddings,
                 "hidden_size": width,
                 "learning_rate": spec["learning_rate"],
-                **parameter_counts(model),
+                **analysis.parameter_counts(model),
                 "test": history["eval"][-1],
                 "diverged": history["diverged"],
                 "final_train_loss": float(np.mean(history["train_loss"][-max(1, len(history["train_loss"]) // 10):])),
@@ -75,10 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "train_loss": history["train_loss"],
             })
             del model
-    payload = {"run": run_info(settings), "test_samples": len(data.test), "hidden_size": width, "runs": runs}
-    write_json(folder / "embeddings.json", payload)
+    payload = {"run": analysis.run_info(settings), "test_samples": len(data.test), "hidden_size": width, "runs": runs}
+    analysis.write_json(folder / "embeddings.json", payload)
     plot(payload, settings, folder / "embeddings.png")
-    write_markdown(folder / "embeddings.md", table(payload, settings))
+    analysis.write_markdown(folder / "embeddings.md", table(payload, settings))
     return payload
 
 
@@ -96,7 +80,7 @@ def plot(payload: dict, settings: dict, path):
     for j, variant in enumerate(variants):
         for i, model in enumerate(models):
             accuracy = grid[(model, variant)]["test"]["accuracy"]
-            axis.bar(i + (j - (len(variants) - 1) / 2) * bar, accuracy, bar, color=COLORS.get(model),
+            axis.bar(i + (j - (len(variants) - 1) / 2) * bar, accuracy, bar, color=analysis.COLORS.get(model),
                      hatch=hatches.get(variant, ""), edgecolor="black", lw=0.5)
             axis.text(i + (j - (len(variants) - 1) / 2) * bar, accuracy + 0.005, f"{accuracy:.3f}", ha="center",
                       fontsize=7)
@@ -108,15 +92,15 @@ def plot(payload: dict, settings: dict, path):
     legend = [Patch(facecolor="white", edgecolor="black", hatch=hatches.get(v, ""), label=EMBEDDINGS[v])
               for v in variants]
     axis.legend(handles=legend, fontsize=8, loc="upper right")
-    figure.suptitle(budget_label(settings), fontsize=9)
-    save_figure(figure, path)
+    figure.suptitle(analysis.budget_label(settings), fontsize=9)
+    analysis.save_figure(figure, path)
 
 
 def table(payload: dict, settings: dict) -> str:
     grid = _grid(payload)
     models = list(dict.fromkeys(r["model"] for r in payload["runs"]))
     variants = list(dict.fromkeys(r["embeddings"] for r in payload["runs"]))
-    header = ["model (width %d)" % payload["hidden_size"], "parameters without embeddings"]
+    header = [f"model (width {payload['hidden_size']})", "parameters without embeddings"]
     header += [f"test accuracy, {EMBEDDINGS[v]}" for v in variants]
     rows = []
     for model in models:
@@ -124,8 +108,8 @@ def table(payload: dict, settings: dict) -> str:
         rows.append([model, f"{first['parameters_without_embeddings']:,}"]
                     + [f"{grid[(model, v)]['test']['accuracy']:.4f}" for v in variants])
     return (
-        f"{budget_label(settings)}; test sample of {payload['test_samples']} reviews. Pre-trained word embeddings: "
-        f"{settings['pretrained_embeddings']}.\n\n" + markdown_table(header, rows)
+        f"{analysis.budget_label(settings)}; test sample of {payload['test_samples']} reviews. Pre-trained word "
+        f"embeddings: {settings['pretrained_embeddings']}.\n\n" + analysis.markdown_table(header, rows)
     )
 
 

