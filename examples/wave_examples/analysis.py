@@ -50,14 +50,8 @@ from wave_examples.analysis_outputs import (  # noqa: F401  (the scripts reach a
     write_json,
     write_markdown,
 )
-from wave_examples.data import (
-    DataArguments,
-    build_compute_metrics,
-    load_raw_splits,
-    load_tokenizer,
-    resolve_pretrained_path,
-    tokenize_splits,
-)
+from wave_examples.data import DataArguments, build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
+from wave_examples.hub import resolve_pretrained_path
 from wave_examples.training import ModelArguments, fixed_budget_arguments
 from wave_examples.training import build_model as build_classifier
 
@@ -280,7 +274,7 @@ def train(model, data: AnalysisData, settings: dict, learning_rate: float, callb
     trainer = AnalysisTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.test, data_collator=data.collator,
         processing_class=data.tokenizer, compute_metrics=data.compute_metrics, callbacks=[recorder, *callbacks],
-    )
+    )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # the history is printed by `recorder`, not every batch's logs
     trainer.train()
     history = recorder.history
@@ -306,8 +300,14 @@ class HistoryRecorder(TrainerCallback):
 
     def __init__(self, label: str, steps: int):
         self.label, self.steps, self._started = label, steps, 0.0
-        self.history = {"step": [], "train_loss": [], "grad_norm": [], "eval": [], "train_seconds": 0.0,
-                        "eval_seconds": 0.0}
+        self.history = {
+            "step": [],
+            "train_loss": [],
+            "grad_norm": [],
+            "eval": [],
+            "train_seconds": 0.0,
+            "eval_seconds": 0.0,
+        }
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()
@@ -324,8 +324,10 @@ class HistoryRecorder(TrainerCallback):
         self.history["train_loss"].append(logs["loss"])
         self.history["grad_norm"].append(logs["grad_norm"])
         if not math.isfinite(logs["loss"]):
-            print(f"[{self.label}] batch {state.global_step}: the training loss is not finite; stopping this model.",
-                  flush=True)
+            print(
+                f"[{self.label}] batch {state.global_step}: the training loss is not finite; stopping this model.",
+                flush=True,
+            )
             control.should_training_stop = True
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -333,5 +335,8 @@ class HistoryRecorder(TrainerCallback):
         ignored = ("epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
         result = {key.removeprefix("eval_"): float(value) for key, value in metrics.items() if key not in ignored}
         self.history["eval"].append({"step": state.global_step, **result})
-        print(f"[{self.label}] batch {state.global_step}/{self.steps}: test accuracy {result['accuracy']:.4f}, "
-              f"loss {result['loss']:.4f}", flush=True)
+        print(
+            f"[{self.label}] batch {state.global_step}/{self.steps}: test accuracy {result['accuracy']:.4f}, "
+            f"loss {result['loss']:.4f}",
+            flush=True,
+        )

