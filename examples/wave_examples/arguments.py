@@ -35,16 +35,21 @@ def preset_to_command_line(preset: dict) -> list[str]:
     return args
 
 
+def apply_quick_values(arguments, values: dict):
+    """`--quick`: `values` replace the fields of `arguments` that preset and command line left at their defaults."""
+    defaults = type(arguments)()
+    for name, value in values.items():
+        if getattr(arguments, name) == getattr(defaults, name):
+            setattr(arguments, name, value)
+
+
 def parse_experiment_arguments(experiment_class, argv: list[str], quick: dict, quick_data: dict) -> tuple:
     """`DataArguments` and an example's own arguments. With `--quick`, the `quick` and `quick_data` values replace
     what the command line left at its default. Without data options: IMDB from the Hub."""
     data_args, args = parse_preset_arguments((DataArguments, experiment_class), argv)
     if args.quick:
-        for dataclass_args, values in ((args, quick), (data_args, quick_data)):
-            defaults = type(dataclass_args)()
-            for name, value in values.items():
-                if getattr(dataclass_args, name) == getattr(defaults, name):  # the command line wins
-                    setattr(dataclass_args, name, value)
+        apply_quick_values(args, quick)
+        apply_quick_values(data_args, quick_data)
     if data_args.data_dir is None and data_args.dataset_name is None:
         data_args.dataset_name = "stanfordnlp/imdb"
     return data_args, args

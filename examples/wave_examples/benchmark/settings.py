@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 from wave_examples import repo_path
-from wave_examples.arguments import parse_preset_arguments, preset_to_command_line
+from wave_examples.arguments import apply_quick_values, parse_preset_arguments, preset_to_command_line
 from wave_examples.benchmark.models import DEFAULT_MODELS, MODEL_RECIPES, recipe_of
 
 PAPER_SEQ_LENGTH = 128
@@ -104,28 +104,18 @@ def preset_arguments(preset: dict, path: str) -> list[str]:
     return preset_to_command_line(preset)
 
 
-def _given(args: list[str]) -> set[str]:
-    """The options set on the (preset + real) command line: `--key`, `--key=value`, `--no_key`, hyphens or not."""
-    given = set()
-    for argument in args:
-        if argument.startswith("--"):
-            name = argument[2:].split("=")[0].replace("-", "_")
-            given.add(name[3:] if name.startswith("no_") and name[3:] in OPTIONS else name)
-    return given
-
-
 def parse_settings(argv: list[str]) -> dict:
-    """Defaults < --quick defaults < preset < command line; a preset's `description` is kept as it is."""
+    """The preset, then the command line; with `--quick`, `QUICK_DEFAULTS` for what both left at the default (as in
+    every example: `apply_quick_values`). A preset's `description` is kept as it is."""
     args, preset = list(argv), {}
     if args and args[0].endswith(".json"):
         path = args.pop(0)
         preset = json.loads(repo_path(path).read_text())
         args = preset_arguments(preset, path) + args
     (arguments,) = parse_preset_arguments((BenchmarkArguments,), args)
-    raw, given = asdict(arguments), _given(args)
-    if raw["quick"]:
-        raw.update({key: value for key, value in QUICK_DEFAULTS.items() if key not in given})
-    settings = normalize(raw)
+    if arguments.quick:
+        apply_quick_values(arguments, QUICK_DEFAULTS)
+    settings = normalize(asdict(arguments))
     if "description" in preset:
         settings["description"] = preset["description"]
     return settings
