@@ -26,7 +26,7 @@ import logging
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples import option
 from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
 from wave_examples.arguments import run_settings, start_experiment, write_results
 from wave_examples.data import load_raw_splits, load_tokenizer
@@ -49,15 +50,13 @@ BACKENDS = ("PyTorch float32", "PyTorch int8 dynamic", "ONNX Runtime float32")
 class ExperimentArguments(BaseExperimentArguments):
     """The checkpoint, the lengths to time and where the results go."""
 
-    model_name_or_path: str = field(
-        default="outputs/imdb-modulation", metadata={"help": "A saved sequence classifier (run_classification's)."}
-    )
-    output_dir: str = field(default="runs/deploy", metadata={"help": "Where model.onnx and the results go."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the checkpoint's)."})
-    seq_lengths: str = field(default="128,256,512", metadata={"help": "Comma-separated lengths to time."})
-    batch_size: int = field(default=32, metadata={"help": "Texts per batch, timing and accuracy."})
-    repeats: int = field(default=5, metadata={"help": "Timed rounds per length (the median is reported)."})
-    atol: float = field(default=1e-4, metadata={"help": "Largest ONNX Runtime vs PyTorch logit difference allowed."})
+    model_name_or_path: str = option("outputs/imdb-modulation", "A saved sequence classifier (run_classification's).")
+    output_dir: str = option("runs/deploy", "Where model.onnx and the results go.")
+    tokenizer_name: str | None = option(None, "Tokenizer (default: the checkpoint's).")
+    seq_lengths: str = option("128,256,512", "Comma-separated lengths to time.")
+    batch_size: int = option(32, "Texts per batch, timing and accuracy.")
+    repeats: int = option(5, "Timed rounds per length (the median is reported).")
+    atol: float = option(1e-4, "Largest ONNX Runtime vs PyTorch logit difference allowed.")
 
 
 QUICK = dict(seq_lengths="16,32", batch_size=8, repeats=1)

@@ -28,7 +28,7 @@ epoch (`--mlm_steps 625`, 24 min):
 import logging
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import (
@@ -39,34 +39,33 @@ from transformers import (
 )
 
 from modeling_wave import WaveConfig, WaveForMaskedLM, WaveForSequenceClassification
+from wave_examples import option
 from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results
 from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 from wave_examples.training import fixed_budget_arguments
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class ExperimentArguments(WaveSizeArguments):
     """The model, the two training budgets and where the results go."""
 
-    output_dir: str = field(default="runs/pretrain-mlm", metadata={"help": "Where the MLM and results.json go."})
-    mlm_probability: float = field(default=0.15, metadata={"help": "Share of the tokens masked for pre-training."})
-    mlm_max_seq_length: int = field(
-        default=128, metadata={"help": "Tokens per text in pre-training (the vocabulary projection dominates)."}
+    output_dir: str = option("runs/pretrain-mlm", "Where the MLM and results.json go.")
+    mlm_probability: float = option(0.15, "Share of the tokens masked for pre-training.")
+    mlm_max_seq_length: int = option(128, "Tokens per text in pre-training (the vocabulary projection dominates).")
+    mlm_steps: int = option(1500, "Pre-training steps.")
+    mlm_learning_rate: float = option(1e-3, "Pre-training learning rate.")
+    finetune_steps: int = option(300, "Fine-tuning steps, the same for both inits.")
+    finetune_learning_rate: float = option(1e-3, "Fine-tuning learning rate (paper: 1e-3).")
+    finetune_seeds: str = option(
+        "42,43,44", "Comma-separated seeds (classifier init, dropout, data order); both inits run with each."
     )
-    mlm_steps: int = field(default=1500, metadata={"help": "Pre-training steps."})
-    mlm_learning_rate: float = field(default=1e-3, metadata={"help": "Pre-training learning rate."})
-    finetune_steps: int = field(default=300, metadata={"help": "Fine-tuning steps, the same for both inits."})
-    finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate (paper: 1e-3)."})
-    finetune_seeds: str = field(
-        default="42,43,44",
-        metadata={"help": "Comma-separated seeds (classifier init, dropout, data order); both inits run with each."},
+    mlm_checkpoint: str | None = option(
+        None, "A saved WaveForMaskedLM folder to fine-tune instead of pre-training anew."
     )
-    mlm_checkpoint: str | None = field(
-        default=None, metadata={"help": "A saved WaveForMaskedLM folder to fine-tune instead of pre-training anew."}
-    )
-    batch_size: int = field(default=32, metadata={"help": "Texts per step, pre-training and fine-tuning."})
-    eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation batch."})
+    batch_size: int = option(32, "Texts per step, pre-training and fine-tuning.")
+    eval_batch_size: int = option(128, "Texts per evaluation batch.")
 
 
 QUICK = dict(hidden_size=32, intermediate_size=64, mlm_max_seq_length=32, mlm_steps=4, finetune_steps=4)

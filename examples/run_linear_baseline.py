@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
+from wave_examples import option
 from wave_examples.arguments import parse_preset_arguments
 from wave_examples.data import DataArguments, load_raw_splits
 
@@ -33,15 +34,13 @@ HTML_BREAK = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)  # IMDB reviews hold 
 class LinearBaselineArguments:
     """The vectoriser, the grid of C values and where the results go."""
 
-    output_dir: str = field(default="outputs/linear-baseline", metadata={"help": "Where all_results.json goes."})
-    ngram_max: int = field(default=2, metadata={"help": "Word n-grams of orders 1..ngram_max."})
-    min_df: int = field(default=2, metadata={"help": "Ignore n-grams found in fewer training texts."})
-    sublinear_tf: bool = field(default=True, metadata={"help": "1 + log(tf) instead of raw term counts."})
-    c_values: str = field(
-        default="1,4,16,64", metadata={"help": "Comma-separated C values of LogisticRegression, chosen on validation."}
-    )
-    max_iter: int = field(default=1000, metadata={"help": "Iterations of the liblinear / lbfgs solver."})
-    seed: int = field(default=42, metadata={"help": "Seed of the train / validation split (as run_classification)."})
+    output_dir: str = option("outputs/linear-baseline", "Where all_results.json goes.")
+    ngram_max: int = option(2, "Word n-grams of orders 1..ngram_max.")
+    min_df: int = option(2, "Ignore n-grams found in fewer training texts.")
+    sublinear_tf: bool = option(True, "1 + log(tf) instead of raw term counts.")
+    c_values: str = option("1,4,16,64", "Comma-separated C values of LogisticRegression, chosen on validation.")
+    max_iter: int = option(1000, "Iterations of the liblinear / lbfgs solver.")
+    seed: int = option(42, "Seed of the train / validation split (as run_classification).")
 
 
 def parse_arguments(argv: list[str]):

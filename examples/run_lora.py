@@ -20,13 +20,14 @@ mean nothing.
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
+from wave_examples import option
 from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
 from wave_examples.arguments import run_settings, start_experiment, write_results
 from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
@@ -39,21 +40,17 @@ logger = logging.getLogger(__name__)
 class ExperimentArguments(BaseExperimentArguments):
     """The base checkpoint, the adapter and its training budget."""
 
-    model_name_or_path: str = field(
-        default="runs/pretrain-mlm/mlm", metadata={"help": "A saved Wave checkpoint (masked LM or classifier)."}
-    )
-    output_dir: str = field(default="runs/lora", metadata={"help": "Where adapter/, merged/ and results.json go."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the checkpoint's)."})
-    target_modules: str = field(
-        default="projection,readout", metadata={"help": "Comma-separated Linear layers that get a LoRA update."}
-    )
-    lora_r: int = field(default=8, metadata={"help": "Rank r of the updates B A."})
-    lora_alpha: int = field(default=16, metadata={"help": "Scale alpha (the update is multiplied by alpha / r)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the input of the updates."})
-    max_steps: int = field(default=300, metadata={"help": "Training steps."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    batch_size: int = field(default=32, metadata={"help": "Texts per training step."})
-    eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation batch."})
+    model_name_or_path: str = option("runs/pretrain-mlm/mlm", "A saved Wave checkpoint (masked LM or classifier).")
+    output_dir: str = option("runs/lora", "Where adapter/, merged/ and results.json go.")
+    tokenizer_name: str | None = option(None, "Tokenizer (default: the checkpoint's).")
+    target_modules: str = option("projection,readout", "Comma-separated Linear layers that get a LoRA update.")
+    lora_r: int = option(8, "Rank r of the updates B A.")
+    lora_alpha: int = option(16, "Scale alpha (the update is multiplied by alpha / r).")
+    lora_dropout: float = option(0.1, "Dropout on the input of the updates.")
+    max_steps: int = option(300, "Training steps.")
+    learning_rate: float = option(1e-3, "Peak learning rate.")
+    batch_size: int = option(32, "Texts per training step.")
+    eval_batch_size: int = option(128, "Texts per evaluation batch.")
 
 
 QUICK = dict(max_steps=4, batch_size=8, eval_batch_size=16, lora_r=4)
@@ -117,8 +114,13 @@ def main(argv: list[str] | None = None) -> dict:
     adapter_dir, merged_dir = output_dir / "adapter", output_dir / "merged"
     model.save_pretrained(adapter_dir)  # the adapter and the classifier only, not the base weights
     tokenizer.save_pretrained(adapter_dir)
-    probe = tokenizer(raw["test"]["text"][:8], truncation=True, max_length=data_args.max_seq_length,
-                      padding=True, return_tensors="pt")
+    probe = tokenizer(
+        raw["test"]["text"][:8],
+        truncation=True,
+        max_length=data_args.max_seq_length,
+        padding=True,
+        return_tensors="pt",
+    )
     probe = {key: probe[key] for key in ("input_ids", "attention_mask")}
     trained = logits_of(model, probe)
 

@@ -36,7 +36,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,6 +53,7 @@ from transformers import (
 
 from modeling_wave import WaveConfig, WaveForCausalLM
 from modeling_wave.modeling_wave import CACHE_NAME
+from wave_examples import option
 from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results
 from wave_examples.data import load_raw_splits, load_tokenizer
 
@@ -63,17 +64,15 @@ logger = logging.getLogger(__name__)
 class ExperimentArguments(WaveSizeArguments):
     """The two models (GPT-2 of the Wave Network's size), the shared training budget and the generation lengths."""
 
-    output_dir: str = field(default="runs/causal-lm", metadata={"help": "Where the models and results.json go."})
-    num_hidden_layers: int = field(default=2, metadata={"help": "Layers of both models."})
-    num_attention_heads: int = field(default=4, metadata={"help": "GPT-2's attention heads."})
-    block_size: int = field(default=128, metadata={"help": "Tokens per training block."})
-    max_steps: int = field(default=1000, metadata={"help": "Training steps, the same for both models."})
-    batch_size: int = field(default=16, metadata={"help": "Blocks per step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of both models."})
-    generation_lengths: str = field(
-        default="1024,2048,4096,8192,16384", metadata={"help": "Comma-separated numbers of tokens to generate."}
-    )
-    prompt_length: int = field(default=16, metadata={"help": "Prompt tokens before generation."})
+    output_dir: str = option("runs/causal-lm", "Where the models and results.json go.")
+    num_hidden_layers: int = option(2, "Layers of both models.")
+    num_attention_heads: int = option(4, "GPT-2's attention heads.")
+    block_size: int = option(128, "Tokens per training block.")
+    max_steps: int = option(1000, "Training steps, the same for both models.")
+    batch_size: int = option(16, "Blocks per step.")
+    learning_rate: float = option(1e-3, "Peak learning rate of both models.")
+    generation_lengths: str = option("1024,2048,4096,8192,16384", "Comma-separated numbers of tokens to generate.")
+    prompt_length: int = option(16, "Prompt tokens before generation.")
 
 
 QUICK = dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, block_size=32, max_steps=3, batch_size=4)

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
+from modeling_wave.modeling_wave import WaveLayer
 from wave_examples import flops
 from wave_examples.analysis import (
     markdown_table,
@@ -42,7 +43,6 @@ from wave_examples.analysis import (
     write_json,
     write_markdown,
 )
-from modeling_wave.modeling_wave import WaveLayer
 
 # What is measured. `ffn`: feed-forward width as a multiple of d (0: none, as in the Wave presets).
 # The Wave formulas are derived for the autograd reference of the wave ("eager"); "wave-modulation-fused" is the

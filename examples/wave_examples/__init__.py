@@ -5,6 +5,7 @@ It is installed with the project (`pip install -e ".[examples]"`) so that the sc
 its dependencies (`datasets`, `evaluate`, `accelerate`, ...) come with the `examples` extra, not with the model.
 """
 
+from dataclasses import field
 from pathlib import Path
 
 # The checkout this package was installed from (editable install); presets in `configuration/` are relative to it.
@@ -21,3 +22,8 @@ def repo_path(path: str | Path) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{path} does not exist (looked in the working directory and in {REPO_ROOT}).")
+
+
+def option(default, help_text: str):
+    """A dataclass field with its command-line help, as `HfArgumentParser` shows it in `--help`."""
+    return field(default=default, metadata={"help": help_text})

@@ -6,13 +6,13 @@ wins. Every field of the script's dataclasses is a key, parsed by `HfArgumentPar
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import transformers
 from transformers import HfArgumentParser
 
-from wave_examples import repo_path
+from wave_examples import option, repo_path
 from wave_examples.data import DataArguments
 
 
@@ -59,19 +59,19 @@ def parse_experiment_arguments(experiment_class, argv: list[str], quick: dict, q
 class ExperimentArguments:
     """What every experiment script takes besides its data: where the results go, a smoke-test switch, the seed."""
 
-    output_dir: str = field(default="runs/experiment", metadata={"help": "Where the models and results.json go."})
-    quick: bool = field(default=False, metadata={"help": "Tiny settings, a few texts and steps: a smoke test."})
-    seed: int = field(default=42, metadata={"help": "Seed of the split, the initialisations and the data order."})
+    output_dir: str = option("runs/experiment", "Where the models and results.json go.")
+    quick: bool = option(False, "Tiny settings, a few texts and steps: a smoke test.")
+    seed: int = option(42, "Seed of the split, the initialisations and the data order.")
 
 
 @dataclass
 class WaveSizeArguments(ExperimentArguments):
     """The size of the Wave Network an experiment trains from scratch."""
 
-    hidden_size: int = field(default=256, metadata={"help": "Width d of the Wave Network."})
-    num_hidden_layers: int = field(default=1, metadata={"help": "Number of Wave blocks (paper: 1)."})
-    intermediate_size: int = field(default=1024, metadata={"help": "Feed-forward width (0: none)."})
-    wave_mode: str = field(default="modulation", metadata={"help": "modulation or interference."})
+    hidden_size: int = option(256, "Width d of the Wave Network.")
+    num_hidden_layers: int = option(1, "Number of Wave blocks (paper: 1).")
+    intermediate_size: int = option(1024, "Feed-forward width (0: none).")
+    wave_mode: str = option("modulation", "modulation or interference.")
 
 
 def start_experiment(experiment_class, argv: list[str], quick: dict, quick_data: dict) -> tuple:

@@ -8,7 +8,7 @@ import codecs
 import csv
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -17,6 +17,7 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
+from wave_examples import option
 from wave_examples.hub import OFFLINE_COPIES, package_model_path, resolve_pretrained_path
 
 logger = logging.get_logger(__name__)
@@ -31,41 +32,31 @@ TEXT_COLUMN_GUESSES = (("text",), ("sentence",), ("title", "description"), ("tit
 class DataArguments:
     """Where the texts come from, and how they become model inputs."""
 
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset id, e.g. stanfordnlp/imdb, fancyzhx/ag_news, nyu-mll/glue."}
+    dataset_name: str | None = option(None, "Hub dataset id, e.g. stanfordnlp/imdb, fancyzhx/ag_news, nyu-mll/glue.")
+    dataset_config_name: str | None = option(None, "Hub dataset config, e.g. sst2.")
+    data_dir: str | None = option(
+        os.environ.get("WAVE_DATA_DIR"),
+        "Folder with train/test (and optionally validation) files in CSV, TSV or JSON lines, used "
+        "instead of dataset_name (e.g. ../shared/data/imdb). Defaults to $WAVE_DATA_DIR.",
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config, e.g. sst2."})
-    data_dir: str | None = field(
-        default=os.environ.get("WAVE_DATA_DIR"),
-        metadata={
-            "help": "Folder with train/test (and optionally validation) files in CSV, TSV or JSON lines, used "
-            "instead of dataset_name (e.g. ../shared/data/imdb). Defaults to $WAVE_DATA_DIR."
-        },
+    train_file: str | None = option(None, "Local training file (.csv/.tsv/.json/.jsonl).")
+    validation_file: str | None = option(None, "Local validation file.")
+    test_file: str | None = option(None, "Local test file.")
+    csv_header: bool = option(
+        True,
+        "False for header-less CSV files such as the original AG News / DBpedia release: the first "
+        "column is the class index (1..N is shifted to 0..N-1), the other columns are texts joined in order.",
     )
-    train_file: str | None = field(default=None, metadata={"help": "Local training file (.csv/.tsv/.json/.jsonl)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
-    test_file: str | None = field(default=None, metadata={"help": "Local test file."})
-    csv_header: bool = field(
-        default=True,
-        metadata={
-            "help": "False for header-less CSV files such as the original AG News / DBpedia release: the first "
-            "column is the class index (1..N is shifted to 0..N-1), the other columns are texts joined in order."
-        },
+    text_column_names: str | None = option(None, "Comma-separated text columns joined in order (default: guessed).")
+    label_column_name: str = option("label", "The column with the labels.")
+    class_names: str | None = option(None, "Comma-separated class names in id order (default: from the data).")
+    validation_split_percentage: int = option(
+        20, "Share of the training set held out for validation (the paper's 80/20)."
     )
-    text_column_names: str | None = field(
-        default=None, metadata={"help": "Comma-separated text columns joined in order (default: guessed)."}
-    )
-    label_column_name: str = field(default="label", metadata={"help": "The column with the labels."})
-    class_names: str | None = field(
-        default=None, metadata={"help": "Comma-separated class names in id order (default: from the data)."}
-    )
-    validation_split_percentage: int = field(
-        default=20, metadata={"help": "Share of the training set held out for validation (the paper's 80/20)."}
-    )
-    max_seq_length: int = field(default=256, metadata={"help": "Texts are truncated to this many tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training texts."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation texts."})
-    max_test_samples: int | None = field(default=None, metadata={"help": "Use only this many test texts."})
+    max_seq_length: int = option(256, "Texts are truncated to this many tokens.")
+    max_train_samples: int | None = option(None, "Use only this many training texts.")
+    max_eval_samples: int | None = option(None, "Use only this many validation texts.")
+    max_test_samples: int | None = option(None, "Use only this many test texts.")
 
     def __post_init__(self):
         # The tokenizer reads max_length=0 as "no limit" and fails deep inside on a negative one.

@@ -6,7 +6,7 @@ from the same `ModelArguments`, so that the two scripts train the same thing.
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import ModelCard
@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
-from wave_examples import repo_path
+from wave_examples import option, repo_path
 from wave_examples.arguments import parse_preset_arguments
 from wave_examples.data import DataArguments
 from wave_examples.hub import resolve_pretrained_path
@@ -26,47 +26,35 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     """Which model to train: a config to train from scratch, or a trained checkpoint to fine-tune."""
 
-    config_name: str | None = field(
-        default=None,
-        metadata={"help": "Model config JSON to train from scratch, e.g. configuration/wave-modulation-base.json."},
+    config_name: str | None = option(
+        None, "Model config JSON to train from scratch, e.g. configuration/wave-modulation-base.json."
     )
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A trained checkpoint (folder or Hub id) to fine-tune instead."}
+    model_name_or_path: str | None = option(None, "A trained checkpoint (folder or Hub id) to fine-tune instead.")
+    config_overrides: str | None = option(
+        None,
+        "Config changes: comma-separated, e.g. 'hidden_size=256,wave_mode=interference', or a JSON object "
+        """for values that are lists, e.g. '{"wide_ngram_sizes": [1, 2, 3]}'.""",
     )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={
-            "help": "Config changes: comma-separated, e.g. 'hidden_size=256,wave_mode=interference', or a JSON object "
-            """for values that are lists, e.g. '{"wide_ngram_sizes": [1, 2, 3]}'."""
-        },
+    ignore_mismatched_sizes: bool = option(
+        False,
+        "Fine-tuning: re-initialise the checkpoint's weights whose shapes differ from the model's (e.g. a "
+        "classifier trained for another number of classes) instead of refusing the checkpoint.",
     )
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={
-            "help": "Fine-tuning: re-initialise the checkpoint's weights whose shapes differ from the model's (e.g. a "
-            "classifier trained for another number of classes) instead of refusing the checkpoint."
-        },
+    wide_learning_rate: float | None = option(
+        None,
+        "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
+        "sparse features, learns best with a larger one than the wave (default: learning_rate).",
     )
-    wide_learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
-            "sparse features, learns best with a larger one than the wave (default: learning_rate)."
-        },
+    tokenizer_name: str | None = option(
+        None, "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."
     )
-    tokenizer_name: str | None = field(
-        default=None,
-        metadata={"help": "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."},
+    freeze_word_embeddings: bool = option(
+        False,
+        "Keep the token embedding table at its initial values: the wave's projections still learn, the "
+        "largest tensor of a small model gets no update (faster steps) and cannot memorise rare tokens.",
     )
-    freeze_word_embeddings: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the token embedding table at its initial values: the wave's projections still learn, the "
-            "largest tensor of a small model gets no update (faster steps) and cannot memorise rare tokens."
-        },
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub checkpoint."})
-    model_card_license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
+    trust_remote_code: bool = option(False, "Allow code from a Hub checkpoint.")
+    model_card_license: str = option("apache-2.0", "License written in the model card.")
 
 
 def parse_classification_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:

@@ -7,10 +7,10 @@ from `configuration/benchmark-*.json`, the command line wins), and `--quick` sma
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
-from wave_examples import repo_path
+from wave_examples import option, repo_path
 from wave_examples.arguments import apply_quick_values, parse_preset_arguments, preset_to_command_line
 from wave_examples.benchmark.models import DEFAULT_MODELS, MODEL_RECIPES, recipe_of
 
@@ -18,34 +18,30 @@ PAPER_SEQ_LENGTH = 128
 AG_NEWS_TRAIN_SIZE = 120_000  # AG News training sequences (the 'epoch' of the paper's Table 2)
 
 
-def _option(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass
 class BenchmarkArguments:
-    models: str = _option(",".join(DEFAULT_MODELS), f"comma-separated: {', '.join(MODEL_RECIPES)} or Wave .json files")
-    batch_size: int = _option(64, "batch of the main measurement (the paper's)")
-    seq_length: int = _option(PAPER_SEQ_LENGTH, "length of the main measurement")
-    seq_lengths: str = _option("128,256,512,1024,2048,4096,8192", "comma-separated lengths of the sweep ('' for none)")
-    sweep_batch_size: int = _option(8, "batch of the sweep")
-    repeats: int = _option(5, "timed rounds at the main point")
-    sweep_repeats: int = _option(3, "timed rounds per sweep length")
-    warmup: int = _option(1, "untimed rounds before every point")
-    max_step_seconds: float = _option(15.0, "sweep budget: skip lengths whose step is predicted longer")
-    max_lengths: str = _option("", "per-model sweep caps, e.g. 'bert-base=1024,minilm=512'")
-    epoch_steps: int = _option(0, "time this many consecutive steps for the epoch estimate (0: median)")
-    epoch_size: int = _option(AG_NEWS_TRAIN_SIZE, "sequences per epoch (AG News' training set)")
-    output_dir: str = _option("outputs/benchmark", "where benchmark.json, benchmark.md and the plots go")
-    device: Literal["auto", "cpu", "cuda"] = _option("auto", "auto: cuda when available")
-    dtype: Literal["float32", "bfloat16"] = _option("float32", "bfloat16: autocast around the forward pass")
-    threads: int = _option(0, "torch threads (0: torch's default)")
-    memory: bool = _option(True, "peak memory in a fresh process per model (--no_memory skips it)")
-    memory_jobs: int = _option(2, "memory processes at a time on CPU (peaks are per process)")
-    matmul_repeats: int = _option(2, "products per shape and round in the matmul probe")
-    compile: bool = _option(False, "torch.compile every model (slow start)")
-    seed: int = _option(0, "seed of the weights and the synthetic batches")
-    quick: bool = _option(False, "tiny models and lengths (tests, smoke runs)")
+    models: str = option(",".join(DEFAULT_MODELS), f"comma-separated: {', '.join(MODEL_RECIPES)} or Wave .json files")
+    batch_size: int = option(64, "batch of the main measurement (the paper's)")
+    seq_length: int = option(PAPER_SEQ_LENGTH, "length of the main measurement")
+    seq_lengths: str = option("128,256,512,1024,2048,4096,8192", "comma-separated lengths of the sweep ('' for none)")
+    sweep_batch_size: int = option(8, "batch of the sweep")
+    repeats: int = option(5, "timed rounds at the main point")
+    sweep_repeats: int = option(3, "timed rounds per sweep length")
+    warmup: int = option(1, "untimed rounds before every point")
+    max_step_seconds: float = option(15.0, "sweep budget: skip lengths whose step is predicted longer")
+    max_lengths: str = option("", "per-model sweep caps, e.g. 'bert-base=1024,minilm=512'")
+    epoch_steps: int = option(0, "time this many consecutive steps for the epoch estimate (0: median)")
+    epoch_size: int = option(AG_NEWS_TRAIN_SIZE, "sequences per epoch (AG News' training set)")
+    output_dir: str = option("outputs/benchmark", "where benchmark.json, benchmark.md and the plots go")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto: cuda when available")
+    dtype: Literal["float32", "bfloat16"] = option("float32", "bfloat16: autocast around the forward pass")
+    threads: int = option(0, "torch threads (0: torch's default)")
+    memory: bool = option(True, "peak memory in a fresh process per model (--no_memory skips it)")
+    memory_jobs: int = option(2, "memory processes at a time on CPU (peaks are per process)")
+    matmul_repeats: int = option(2, "products per shape and round in the matmul probe")
+    compile: bool = option(False, "torch.compile every model (slow start)")
+    seed: int = option(0, "seed of the weights and the synthetic batches")
+    quick: bool = option(False, "tiny models and lengths (tests, smoke runs)")
 
 
 # What --quick puts in place of the defaults (the paper's setting) where neither preset nor command line gives a value.
