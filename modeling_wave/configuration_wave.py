@@ -18,6 +18,7 @@ WAVE_READOUTS = ("real_imag", "real", "magnitude")
 POOLINGS = ("mean", "cls")
 WAVE_IMPLEMENTATIONS = ("fused", "eager")
 POSITION_EMBEDDING_TYPES = ("learned", "sinusoidal", "none")
+NGRAM_HASHES = ("universal", "legacy")
 MAX_NGRAM_SIZE = 5  # longer n-grams are too rare to learn from, and their hashes would overflow int64
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -154,6 +155,13 @@ class WaveConfig(PreTrainedConfig):
             hashed from their ids into `ngram_buckets` rows, so tokenizers need nothing new and a causal model never
             looks ahead. Empty: none (the paper's model).
         ngram_buckets (`int`, defaults to 200000): rows of the hashed n-gram embedding table.
+        ngram_hash (`str`, defaults to `"universal"`): how n-grams are hashed into buckets, for the n-gram embeddings
+            and the wide part: `"universal"` (a large multiplier modulo a prime: buckets fill as by a random hash) or
+            `"legacy"` (the multiplier 1,000,003, which crowds bigrams into a fraction of the buckets). A saved config
+            that has n-grams but no `ngram_hash` (saved before the field existed) loads as `"legacy"`, so that its
+            model predicts exactly as before.
+        ngram_dropout_prob (`float`, defaults to 0.0): dropout on the summed n-gram embeddings of each token (a
+            regulariser for small training sets, where rare n-grams are memorised first).
         ngram_embedding_size (`int`, *optional*): width of that table; `None` gives `hidden_size`, a smaller width is
             projected up to `hidden_size` (an ALBERT-style factorisation that keeps the table small).
         wide_ngram_sizes (`list[int]`, defaults to `[]`): the n-gram orders of a wide linear part beside the wave in
@@ -205,6 +213,8 @@ class WaveConfig(PreTrainedConfig):
     ngram_sizes: Any = _ngram_orders("ngram_sizes", default=(), smallest=2)  # a list of ints, see `_ngram_orders`
     ngram_buckets: int = _positive_int("ngram_buckets", default=200_000)
     ngram_embedding_size: int | None = _positive_int("ngram_embedding_size", default=None)
+    ngram_hash: Literal[NGRAM_HASHES] = "universal"
+    ngram_dropout_prob: float | int = _dropout("ngram_dropout_prob", default=0.0)
     wide_ngram_sizes: Any = _ngram_orders("wide_ngram_sizes", default=(), smallest=1)
     wide_buckets: int = _positive_int("wide_buckets", default=2_097_152)
     token_dropout_prob: float | int = _dropout("token_dropout_prob", default=0.0)
@@ -220,6 +230,14 @@ class WaveConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.auto_map = {**WAVE_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "WaveConfig":
+        """A saved config with n-grams and no `ngram_hash` was saved before the field existed: its n-grams were
+        hashed with the `"legacy"` multiplier, and its weights only fit that hash."""
+        if "ngram_hash" not in config_dict and (config_dict.get("ngram_sizes") or config_dict.get("wide_ngram_sizes")):
+            config_dict = {**config_dict, "ngram_hash": "legacy"}
+        return super().from_dict(config_dict, **kwargs)
 
     def validate_pad_token_id(self):
         """Part of `@strict`-powered validation (after `__init__`, in `save_pretrained` and in `check_wave_fields`)."""

