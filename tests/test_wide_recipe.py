@@ -1,13 +1,18 @@
 """The recipe that competes with linear models (a Wave Network plus a wide part on hashed n-grams) and the linear
 baseline it is compared with: `examples/run_linear_baseline.py` and the `imdb-wide-*` presets end to end on a small
-IMDB subset, the wide part's own learning rate in Trainer, and JSON config overrides.
+IMDB subset (and the baseline's NB-weighted models on TREC), the wide part's own learning rate in Trainer, and JSON
+config overrides.
 
 Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_wide_recipe.py -q`
 """
 
 import json
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from test_run_classification import imdb_dir, output_tail, run_script, write_wave_config
 from transformers import TrainingArguments
 
@@ -19,6 +24,18 @@ from wave_examples import training
 run_linear_baseline = load_example("run_linear_baseline")
 
 SUBSET = ["--max_train_samples", "2000", "--max_eval_samples", "500", "--max_test_samples", "1000"]
+TREC_DIR = Path(os.environ.get("WAVE_TREC_DIR", REPO_ROOT.parent / "shared" / "data" / "trec"))
+TREC_SUBSET = ["--max_train_samples", "1000", "--max_eval_samples", "300", "--max_test_samples", "300"]
+
+
+def trec_dir():
+    """The TREC copy beside the repository; as for IMDB, CI must have it: there a missing copy fails."""
+    if (TREC_DIR / "train.csv").is_file() and (TREC_DIR / "test.csv").is_file():
+        return TREC_DIR
+    message = f"TREC is not at {TREC_DIR} (train.csv, test.csv); set WAVE_TREC_DIR or put ../shared/data/trec there."
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def test_linear_baseline_end_to_end_on_an_imdb_subset(tmp_path):
@@ -30,9 +47,9 @@ def test_linear_baseline_end_to_end_on_an_imdb_subset(tmp_path):
     assert (results["eval_samples"], results["test_samples"]) == (500, 1000)
     assert results["test_accuracy"] >= 0.75 and results["eval_accuracy"] >= 0.75, results
     settings = json.loads((output_dir / "baseline_settings.json").read_text())
-    grid = {row["C"]: row["eval_accuracy"] for row in settings["grid"]}
-    assert set(grid) == {1.0, 4.0, 16.0, 64.0}
-    assert grid[results["best_C"]] == max(grid.values())  # chosen on validation, not on the test set
+    grid = {(row["model"], row["C"]): row["eval_accuracy"] for row in settings["grid"]}
+    assert len(grid) == 2 * 7 + 2 * 5  # every family of the preset, each with its own C values
+    assert grid[results["best_model"], results["best_C"]] == max(grid.values())  # chosen on validation, not on test
     assert settings["class_names"] == ["negative", "positive"]
 
 
@@ -49,9 +66,64 @@ def test_linear_baseline_reads_the_splits_of_run_classification(tmp_path):
 
 
 @pytest.mark.parametrize("c_values", ["0,1", "-4", ""])
-def test_linear_baseline_rejects_bad_c_values(c_values):
-    with pytest.raises(ValueError, match="c_values"):
-        run_linear_baseline.parse_arguments(["configuration/linear-imdb.json", "--c_values", c_values])
+@pytest.mark.parametrize("name", ["tfidf_c_values", "nb_c_values"])
+def test_linear_baseline_rejects_bad_c_values(name, c_values):
+    with pytest.raises(ValueError, match=name):
+        run_linear_baseline.parse_arguments(["configuration/linear-imdb.json", f"--{name}", c_values])
+
+
+def test_linear_baseline_rejects_unknown_models():
+    with pytest.raises(ValueError, match="'svm'.*choose from tfidf-lr-12, tfidf-lr-13, nb-lr-12, nb-lr-13"):
+        run_linear_baseline.parse_arguments(["configuration/linear-default.json", "--models", "nb-lr-12,svm"])
+
+
+def test_linear_baseline_nb_lr_end_to_end_on_a_trec_subset(tmp_path):
+    """Six classes: one binary model per class against the rest, on the default preset with one family."""
+    output_dir = tmp_path / "nb"
+    argv = ["configuration/linear-default.json", "--data_dir", str(trec_dir()), "--output_dir", str(output_dir),
+            "--models", "nb-lr-12", "--nb_c_values", "1,3", *TREC_SUBSET]  # fmt: skip
+    results = run_linear_baseline.main(argv)
+    assert results == pytest.approx(json.loads((output_dir / "all_results.json").read_text()))
+    assert results["best_model"] == "nb-lr-12" and results["best_C"] in (1.0, 3.0)
+    assert (results["eval_samples"], results["test_samples"]) == (300, 300)
+    assert results["test_accuracy"] >= 0.6, results
+    assert 0 < results["best_fit_runtime"] <= results["train_runtime"]
+    assert len(json.loads((output_dir / "baseline_settings.json").read_text())["class_names"]) == 6
+
+
+def test_linear_baseline_chooses_the_best_validation_accuracy_of_the_grid(tmp_path):
+    argv = ["configuration/linear-default.json", "--data_dir", str(trec_dir()), "--output_dir", str(tmp_path),
+            "--tfidf_c_values", "0.25,16", "--nb_c_values", "0.1,3", *TREC_SUBSET]  # fmt: skip
+    results = run_linear_baseline.main(argv)
+    grid = json.loads((tmp_path / "baseline_settings.json").read_text())["grid"]
+    assert {row["model"] for row in grid} == set(run_linear_baseline.MODELS) and len(grid) == 4 * 2
+    best = max(grid, key=lambda row: row["eval_accuracy"])  # the first of equals, as the script keeps
+    assert (results["best_model"], results["best_C"]) == (best["model"], best["C"])
+    assert results["eval_accuracy"] == best["eval_accuracy"]
+
+
+def test_linear_baseline_nb_log_count_ratio_of_a_hand_made_corpus():
+    texts = ["good good movie", "bad movie", "good plot"]  # vocabulary: bad, good, movie, plot
+    binary = CountVectorizer(binary=True).fit_transform(texts)  # "good" counts once in the first text
+    ratios = run_linear_baseline.log_count_ratio(binary, np.array([True, False, True]), alpha=1.0)
+    p, q = np.array([1, 3, 2, 2]), np.array([2, 1, 2, 1])  # 1 + counts in the class (texts 1, 3), in the rest (2)
+    np.testing.assert_allclose(ratios, np.log((p / 8) / (q / 6)))
+
+
+def test_linear_baseline_shared_counts_give_what_each_vectoriser_gives():
+    """The TF-IDF and NB families of one n-gram order share one counting pass; it must change neither's features."""
+    texts = {"train": ["a good good film", "a bad film", "good plot , bad film", "bad bad plot"],
+             "validation": ["a good plot", "film film film"]}  # fmt: skip
+    args, labels = run_linear_baseline.LinearBaselineArguments(min_df=2), np.array([1, 0, 1, 0])
+    _, counts = run_linear_baseline.count_ngrams(texts, 2, args.min_df)
+    _, tfidf = run_linear_baseline.weigh_counts("tfidf", args, counts, labels)
+    nb_family, nb = run_linear_baseline.weigh_counts("nb", args, counts, labels)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(texts["train"])
+    np.testing.assert_allclose(tfidf["validation"].toarray(), vectorizer.transform(texts["validation"]).toarray())
+    binary = CountVectorizer(ngram_range=(1, 2), min_df=2, binary=True).fit(texts["train"])
+    binary = binary.transform(texts["validation"])
+    (scaled,) = nb["validation"]  # two classes: one model, on the second class's ratios
+    np.testing.assert_allclose(scaled.toarray(), binary.toarray() * nb_family.ratios[0])
 
 
 def test_main_job_preset_end_to_end_on_an_imdb_subset(tmp_path):
