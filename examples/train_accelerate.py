@@ -40,7 +40,7 @@ from transformers.loss.loss_utils import ForSequenceClassificationLoss
 from transformers.trainer_utils import rotate_checkpoints
 
 from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
-from wave_examples.training import build_model, last_checkpoint, parse_classification_arguments
+from wave_examples.training import build_model, init_word_embeddings, last_checkpoint, parse_classification_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,14 @@ def train(accelerator, training_args, model, optimizer, train_dataloader, eval_d
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_classification_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args, schedule_args = parse_classification_arguments(
+        sys.argv[1:] if argv is None else argv
+    )
+    if schedule_args.schedule != "fixed":
+        raise ValueError(
+            f"--schedule {schedule_args.schedule} is run_classification.py's (its evaluation interval and best-"
+            "checkpoint choice are Trainer's); this loop trains the epochs / max_steps given: pass --schedule fixed."
+        )
     accelerator = build_accelerator(training_args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -307,6 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
     with accelerator.main_process_first():  # the others then read the tokenized splits from the datasets cache
         tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
     model = build_model(model_args, label_names)
+    if model_args.word_embeddings_from:
+        init_word_embeddings(model, model_args.word_embeddings_from, tokenizer)
     accelerator.print(f"{type(model).__name__}: {model.num_parameters():,} parameters")
 
     collator = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest text

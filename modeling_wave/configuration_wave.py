@@ -170,6 +170,10 @@ class WaveConfig(PreTrainedConfig):
             Empty: no wide part (the paper's model).
         wide_buckets (`int`, defaults to 2097152): rows (hash buckets) of the wide part's weight table, each holding
             `num_labels` weights.
+        sparse_embeddings (`bool`, defaults to `False`): the token, n-gram and wide tables get sparse gradients (only
+            the rows of the batch's tokens and n-grams), for optimizers that update only those rows (Adagrad, SGD,
+            SparseAdam): a step then costs what the batch touches, not the tables' 30M weights. Dense optimizers
+            (AdamW) and gradient clipping refuse sparse gradients.
         token_dropout_prob (`float`, defaults to 0.0): while training, the share of real tokens removed from each
             text (masked as padding) before the wave, a regulariser for bag-like models.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.
@@ -217,6 +221,7 @@ class WaveConfig(PreTrainedConfig):
     ngram_dropout_prob: float | int = _dropout("ngram_dropout_prob", default=0.0)
     wide_ngram_sizes: Any = _ngram_orders("wide_ngram_sizes", default=(), smallest=1)
     wide_buckets: int = _positive_int("wide_buckets", default=2_097_152)
+    sparse_embeddings: bool = False
     token_dropout_prob: float | int = _dropout("token_dropout_prob", default=0.0)
     initializer_range: float | int = _above_zero("initializer_range", default=0.02)
     pad_token_id: int | None = 0

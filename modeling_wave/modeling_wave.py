@@ -112,7 +112,9 @@ class WaveEmbeddings(nn.Module):
 
     def __init__(self, config: WaveConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id, sparse=config.sparse_embeddings
+        )
         self.position_embedding_type = config.position_embedding_type
         if config.position_embedding_type == "learned":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -123,7 +125,7 @@ class WaveEmbeddings(nn.Module):
         self.ngram_hash = config.ngram_hash
         if self.ngram_sizes:
             ngram_width = config.ngram_embedding_size or config.hidden_size
-            self.ngram_embeddings = nn.Embedding(config.ngram_buckets, ngram_width)
+            self.ngram_embeddings = nn.Embedding(config.ngram_buckets, ngram_width, sparse=config.sparse_embeddings)
             self.ngram_projection = (
                 nn.Linear(ngram_width, config.hidden_size, bias=False) if ngram_width != config.hidden_size else None
             )
@@ -413,6 +415,7 @@ class WaveWideClassifier(nn.Module):
         self.ngram_sizes = list(config.wide_ngram_sizes)
         self.buckets = config.wide_buckets
         self.ngram_hash = config.ngram_hash
+        self.sparse = config.sparse_embeddings
         self.weight = nn.Parameter(torch.zeros(config.wide_buckets, config.num_labels))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -424,7 +427,7 @@ class WaveWideClassifier(nn.Module):
         distinct = (buckets != shift_right(buckets, 1, -1)) & (buckets >= 0)  # the first of every run of equal ids
         scale = distinct.sum(dim=1, keepdim=True).clamp_min(1).to(self.weight.dtype).rsqrt()  # (B, 1)
         weights = distinct.to(self.weight.dtype) * scale  # (B, N)
-        return torch.einsum("bn,bnc->bc", weights, nn.functional.embedding(buckets.clamp_min(0), self.weight))
+        return torch.einsum("bn,bnc->bc", weights, nn.functional.embedding(buckets.clamp_min(0), self.weight, sparse=self.sparse))
 
 
 class WaveLMHead(nn.Module):

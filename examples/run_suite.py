@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Train the Wave recipe and the classic baselines on every set of a suite, over several seeds, and tabulate them.
+
+    python examples/run_suite.py configuration/suites/five-sets.json [--seeds 42,43,44] [--sets trec,subj] [--quick]
+
+The JSON names the sets (a data folder and the options that set needs, e.g. `csv_header: false` for AG News), the
+models (an example script and its preset: the same preset on every set) and the seeds. Every (set, model, seed) runs
+as its own command, printed and stored with its result, so one run can be repeated by hand; runs already finished
+in the output folder are kept (rerunning continues an interrupted suite). Each seed has its own 80/20 split of the
+training set. Writes `suite.json` (every run) and `suite.md` (mean test accuracy, its spread over the seeds,
+validation accuracy, training and end-to-end seconds per set and model). `--quick`: the suite's `quick` settings (a
+few texts and steps, one seed): a smoke test.
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from wave_examples import repo_path
+from wave_examples.runs import printable, run_script, script_command
+
+
+def parse_arguments(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="suite JSON (sets, models, seeds, quick settings)")
+    parser.add_argument("--output_dir", default=None, help="default: the spec's output_dir")
+    parser.add_argument("--sets", default=None, help="comma-separated set names to run (default: all)")
+    parser.add_argument("--models", default=None, help="comma-separated model names to run (default: all)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the spec's)")
+    parser.add_argument("--quick", action="store_true", help="the spec's quick settings, one seed: a smoke test")
+    return parser.parse_args(argv)
+
+
+def load_spec(args) -> tuple[dict, list[dict], list[dict], list[int]]:
+    """The spec, and the sets, models and seeds to run (checked against the spec's names)."""
+    spec = json.loads(repo_path(args.spec).read_text())
+    chosen = {}
+    for kind, wanted in (("sets", args.sets), ("models", args.models)):
+        names = [entry["name"] for entry in spec[kind]]
+        picked = names if wanted is None else wanted.split(",")
+        unknown = sorted(set(picked) - set(names))
+        if unknown:
+            raise ValueError(f"--{kind} names {unknown}, which the suite does not have; it has {names}.")
+        chosen[kind] = [entry for entry in spec[kind] if entry["name"] in picked]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else spec["seeds"]
+    if args.quick:
+        seeds = seeds[:1]
+    return spec, chosen["sets"], chosen["models"], seeds
+
+
+def run_command(spec: dict, data_set: dict, model: dict, seed: int, output_dir: Path, quick: bool) -> list[str]:
+    settings = {"data_dir": data_set["data_dir"], **data_set.get("args", {}), **model.get("args", {})}
+    if quick:
+        settings.update({**spec["quick"].get("all", {}), **spec["quick"].get(model["name"], {})})
+    settings.update(seed=seed, output_dir=str(output_dir))
+    return script_command(model["script"], model["preset"], settings)
+
+
+def summarise(runs: list[dict], sets: list[dict], models: list[dict]) -> list[dict]:
+    """One row per (set, model): mean and spread over the seeds."""
+    rows = []
+    for data_set in sets:
+        for model in models:
+            done = [r["metrics"] for r in runs if r["set"] == data_set["name"] and r["model"] == model["name"]]
+            if not done:
+                continue
+
+            def mean(key):
+                return statistics.mean(m[key] for m in done)
+
+            test = [m["test_accuracy"] for m in done]
+            rows.append({
+                "set": data_set["name"],
+                "model": model["name"],
+                "seeds": len(done),
+                "test_accuracy": statistics.mean(test),
+                "test_accuracy_spread": max(test) - min(test),
+                "test_accuracies": test,
+                "eval_accuracy": mean("eval_accuracy"),
+                "train_seconds": mean("train_runtime"),
+                "end_to_end_seconds": mean("end_to_end_seconds"),
+                "chosen": sorted({m["best_model"] for m in done if "best_model" in m}),
+            })
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| set | model | test accuracy, mean (min-max spread) | per seed | validation accuracy | train s | end-to-end s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        model = r["model"] + (f" ({', '.join(r['chosen'])})" if r["chosen"] else "")
+        per_seed = " / ".join(f"{100 * t:.2f}" for t in r["test_accuracies"])
+        lines.append(
+            f"| {r['set']} | {model} | **{100 * r['test_accuracy']:.2f}%** ({100 * r['test_accuracy_spread']:.2f}) | "
+            f"{per_seed} | {100 * r['eval_accuracy']:.2f}% | {r['train_seconds']:.1f} | {r['end_to_end_seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_arguments(argv)
+    spec, sets, models, seeds = load_spec(args)
+    output_dir = Path(args.output_dir or spec["output_dir"] + ("-quick" if args.quick else "")).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    runs_path = output_dir / "suite.json"
+    runs = json.loads(runs_path.read_text())["runs"] if runs_path.exists() else []
+    done = {(r["set"], r["model"], r["seed"]) for r in runs}
+
+    for data_set in sets:
+        for model in models:
+            for seed in seeds:
+                if (data_set["name"], model["name"], seed) in done:
+                    continue
+                run_dir = output_dir / f"{data_set['name']}-{model['name']}-seed{seed}"
+                command = run_command(spec, data_set, model, seed, run_dir, args.quick)
+                print(f"[{data_set['name']} / {model['name']} / seed {seed}] {printable(command)}", flush=True)
+                metrics = run_script(command, run_dir)
+                runs.append({"set": data_set["name"], "model": model["name"], "seed": seed,
+                             "command": printable(command), "metrics": metrics})
+                runs_path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+                print(f"    test accuracy {metrics['test_accuracy']:.4f}, validation {metrics['eval_accuracy']:.4f}, "
+                      f"{metrics['end_to_end_seconds']:.0f} s", flush=True)
+
+    rows = summarise(runs, spec["sets"], spec["models"])
+    runs_path.write_text(json.dumps({"runs": runs, "summary": rows}, indent=2) + "\n")
+    table = markdown_table(rows)
+    (output_dir / "suite.md").write_text(table)
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

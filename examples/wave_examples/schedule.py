@@ -1,0 +1,105 @@
+"""A training schedule that follows the data (`--schedule data`): how long a text may be, how many updates, how often
+to evaluate. One function derives all of it from the training set, logs it when a run starts, and leaves alone every
+option that the preset or the command line set to something other than its default.
+
+    updates  = steps per epoch x epochs, epochs = min_updates / steps per epoch, clipped to [1, max_epochs] and to the
+               token budget (max_train_tokens / tokens per epoch, at least 1 epoch)
+    evaluate = every updates / evaluations steps, keeping the checkpoint best on validation
+    length   = the length that keeps `length_coverage` of the training texts whole, capped by the model's positions
+
+A small set (TREC: 68 updates an epoch at batch 64) gets many epochs; a large one (IMDB: 313 updates) gets one or
+two, and long texts get fewer than short ones. The values of the defaults were chosen on validation
+(docs/recipe.md).
+"""
+
+import logging
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+
+from wave_examples import option
+from wave_examples.data import DataArguments
+
+logger = logging.getLogger(__name__)
+SCHEDULES = ("fixed", "data")
+
+
+@dataclass
+class ScheduleArguments:
+    """How `--schedule data` derives the budget; with `--schedule fixed` the training arguments stand as given."""
+
+    schedule: str = option(
+        "fixed",
+        "'fixed': the epochs / steps, evaluation and max_seq_length as given. 'data': derived from the training set "
+        "(wave_examples/schedule.py); options that differ from their defaults still win.",
+    )
+    min_updates: int = option(1500, "--schedule data: at least this many updates (if max_epochs allows).")
+    max_epochs: float = option(30.0, "--schedule data: at most this many epochs.")
+    max_train_tokens: int = option(12_000_000, "--schedule data: at most this many training tokens (beyond 1 epoch).")
+    evaluations: int = option(6, "--schedule data: evaluations on validation during training (the best is kept).")
+    length_coverage: float = option(0.99, "--schedule data: max_seq_length keeps this share of training texts whole.")
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if not 0 < self.length_coverage <= 1:
+            raise ValueError(f"--length_coverage must be in (0, 1], got {self.length_coverage!r}.")
+        for name in ("min_updates", "max_epochs", "max_train_tokens", "evaluations"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)!r}.")
+
+
+def covering_length(lengths, coverage: float, cap: int) -> int:
+    """The smallest length (a multiple of 8) that keeps `coverage` of the texts whole, at most `cap`."""
+    length = int(np.quantile(np.asarray(lengths), coverage, method="higher"))
+    return min(cap, 8 * math.ceil(length / 8))
+
+
+def derive_schedule(lengths: list[int], args: ScheduleArguments, training_args: TrainingArguments) -> dict:
+    """The derived values for a training set whose (already capped) token lengths are `lengths`."""
+    batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    batch *= max(1, training_args.world_size)
+    steps_per_epoch = math.ceil(len(lengths) / batch)
+    epochs = min(args.max_epochs, max(1.0, args.min_updates / steps_per_epoch))
+    epochs = min(epochs, max(1.0, args.max_train_tokens / sum(lengths)))
+    max_steps = math.ceil(epochs * steps_per_epoch)
+    eval_steps = math.ceil(max_steps / args.evaluations)
+    return {
+        "max_seq_length": covering_length(lengths, args.length_coverage, cap=max(lengths)),
+        "max_steps": max_steps,
+        "epochs": max_steps / steps_per_epoch,
+        "eval_steps": eval_steps,
+    }
+
+
+def apply_schedule(
+    lengths: list[int], args: ScheduleArguments, data_args: DataArguments, training_args: TrainingArguments, cap: int
+) -> int:
+    """Derive the schedule (`--schedule data`), set what was left at its default, log it; the max_seq_length to use."""
+    if args.schedule == "fixed":
+        return data_args.max_seq_length
+    derived = derive_schedule([min(n, cap) for n in lengths], args, training_args)
+    defaults = {f.name: f.default for f in fields(TrainingArguments)}
+    kept = []
+    if data_args.max_seq_length == DataArguments.max_seq_length:
+        data_args.max_seq_length = derived["max_seq_length"]
+    else:
+        kept.append(f"max_seq_length={data_args.max_seq_length}")
+    if training_args.max_steps == defaults["max_steps"] and training_args.num_train_epochs == defaults["num_train_epochs"]:
+        training_args.max_steps = derived["max_steps"]
+    else:
+        kept.append(f"max_steps={training_args.max_steps}, num_train_epochs={training_args.num_train_epochs}")
+    if training_args.eval_steps is None and training_args.eval_strategy != IntervalStrategy.NO:
+        training_args.eval_strategy = training_args.save_strategy = IntervalStrategy.STEPS
+        training_args.eval_steps = training_args.save_steps = derived["eval_steps"]
+    else:
+        kept.append(f"eval_strategy={training_args.eval_strategy}, eval_steps={training_args.eval_steps}")
+    logger.info(
+        f"Schedule derived from {len(lengths):,} training texts: max_seq_length {derived['max_seq_length']} (keeps "
+        f"{args.length_coverage:.0%} whole), {derived['max_steps']:,} updates ({derived['epochs']:.1f} epochs), "
+        f"evaluation every {derived['eval_steps']:,} updates. Given explicitly, kept: {'; '.join(kept) or 'nothing'}."
+    )
+    return data_args.max_seq_length

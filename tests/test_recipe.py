@@ -1,0 +1,240 @@
+"""Tests of the recipe that runs unchanged on any set: the schedule derived from the data, token embeddings started
+from MiniLM, sparse gradients with Trainer, classes taken from the data, and the suite example (`--quick`).
+
+Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_recipe.py -q`
+"""
+
+import json
+
+import pytest
+import torch
+from conftest import shared_data_dir
+from example_scripts import load_example
+from transformers import AutoTokenizer, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+
+from modeling_wave import WaveConfig, WaveForSequenceClassification
+from wave_examples.data import DataArguments, load_tokenizer
+from wave_examples.hub import resolve_pretrained_path
+from wave_examples.schedule import ScheduleArguments, apply_schedule, covering_length, derive_schedule
+from wave_examples.training import clip_sparse_aware_grad_norm, init_word_embeddings
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+run_suite = load_example("run_suite")
+
+
+def training_arguments(tmp_path, **kwargs) -> TrainingArguments:
+    return TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=64, use_cpu=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The schedule
+
+
+def test_a_small_set_gets_the_minimum_number_of_updates(tmp_path):
+    derived = derive_schedule([12] * 4361, ScheduleArguments(min_updates=1500), training_arguments(tmp_path))
+    assert derived["max_steps"] == 1500  # 21.7 epochs of 69 updates
+    assert derived["eval_steps"] == -(-derived["max_steps"] // 6)
+
+
+def test_a_large_set_of_long_texts_gets_one_epoch(tmp_path):
+    args = ScheduleArguments(min_updates=1500, max_train_tokens=5_000_000)
+    derived = derive_schedule([300] * 20_000, args, training_arguments(tmp_path))
+    assert derived["max_steps"] == 313  # ceil(20,000 / 64): the token budget allows less than 1 epoch, 1 is the floor
+
+
+def test_the_token_budget_caps_the_epochs_of_long_texts(tmp_path):
+    args = ScheduleArguments(min_updates=10_000, max_epochs=30, max_train_tokens=4_000_000)
+    derived = derive_schedule([200] * 4000, args, training_arguments(tmp_path))  # 800,000 tokens an epoch
+    assert derived["epochs"] == pytest.approx(5.0, abs=0.02)
+
+
+def test_max_epochs_caps_a_tiny_set(tmp_path):
+    derived = derive_schedule([10] * 64, ScheduleArguments(min_updates=1500, max_epochs=30), training_arguments(tmp_path))
+    assert derived["max_steps"] == 30
+
+
+def test_covering_length_keeps_the_share_of_texts_whole():
+    lengths = list(range(1, 1001))
+    assert covering_length(lengths, 0.99, cap=3200) == 992  # 990 rounded up to a multiple of 8
+    assert covering_length(lengths, 1.0, cap=512) == 512
+
+
+def test_apply_schedule_sets_what_was_left_at_its_default(tmp_path):
+    data_args = DataArguments()
+    training_args = training_arguments(tmp_path, eval_strategy="epoch", save_strategy="epoch")
+    length = apply_schedule([20] * 1000, ScheduleArguments(schedule="data"), data_args, training_args, cap=3200)
+    assert length == data_args.max_seq_length == 20  # no longer than the longest text
+    assert training_args.max_steps == 30 * 16  # max_epochs: 1,000 texts are 16 updates an epoch
+    assert training_args.eval_strategy == training_args.save_strategy == IntervalStrategy.STEPS
+    assert training_args.eval_steps == training_args.save_steps == -(-training_args.max_steps // 6)
+
+
+def test_apply_schedule_keeps_explicit_options(tmp_path):
+    data_args = DataArguments(max_seq_length=100)
+    training_args = training_arguments(tmp_path, num_train_epochs=2, eval_strategy="steps", eval_steps=7)
+    length = apply_schedule([20] * 1000, ScheduleArguments(schedule="data"), data_args, training_args, cap=3200)
+    assert length == 100
+    assert training_args.max_steps == -1 and training_args.num_train_epochs == 2
+    assert training_args.eval_steps == 7
+
+
+def test_the_fixed_schedule_changes_nothing(tmp_path):
+    data_args, training_args = DataArguments(), training_arguments(tmp_path)
+    assert apply_schedule([20] * 1000, ScheduleArguments(), data_args, training_args, cap=3200) == 256
+    assert training_args.max_steps == -1 and training_args.eval_steps is None
+
+
+@pytest.mark.parametrize("field, value", [("schedule", "auto"), ("length_coverage", 0.0), ("min_updates", 0)])
+def test_bad_schedule_options_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        ScheduleArguments(**{field: value})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token embeddings from MiniLM
+
+
+@pytest.fixture(scope="module")
+def minilm_table() -> torch.Tensor:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(resolve_pretrained_path(MINILM)).get_input_embeddings().weight.detach()
+
+
+def small_classifier(hidden_size: int, vocab_size: int = 30522) -> WaveForSequenceClassification:
+    config = WaveConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=0, num_labels=2)
+    return WaveForSequenceClassification(config)
+
+
+def test_a_table_as_wide_as_the_model_is_copied(minilm_table):
+    model = small_classifier(hidden_size=384)
+    init_word_embeddings(model, MINILM, load_tokenizer())
+    assert torch.equal(model.get_input_embeddings().weight, minilm_table)
+
+
+def test_a_wider_table_is_projected_onto_its_principal_components(minilm_table):
+    model = small_classifier(hidden_size=32)
+    init_word_embeddings(model, MINILM, load_tokenizer())
+    table = model.get_input_embeddings().weight.detach()
+    assert table.shape == (30522, 32)
+    covariance = torch.cov(table.T)
+    variances = covariance.diagonal()
+    assert torch.all(variances[:-1] >= variances[1:])  # components in order of the variance they carry
+    off_diagonal = covariance - torch.diag(variances)
+    assert off_diagonal.abs().max() < 1e-3 * variances.max()  # uncorrelated components
+    total = torch.cov(minilm_table.T).diagonal().sum()
+    assert variances.sum() < total and variances.sum() > 0.2 * total
+
+
+def test_a_vocabulary_mismatch_is_refused_by_name(tmp_path):
+    tokenizer = load_tokenizer()
+    tokenizer.add_tokens(["zzwavetoken"])  # one token more: the rows would no longer mean the same tokens
+    with pytest.raises(ValueError, match="word_embeddings_from.*vocabulary"):
+        init_word_embeddings(small_classifier(hidden_size=32), MINILM, tokenizer)
+
+
+def test_a_narrower_table_is_refused():
+    with pytest.raises(ValueError, match="hidden_size <= 384"):
+        init_word_embeddings(small_classifier(hidden_size=512), MINILM, load_tokenizer())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sparse gradients
+
+
+def sparse_and_dense_models():
+    config = WaveConfig(vocab_size=60, hidden_size=8, intermediate_size=0, num_labels=3, ngram_sizes=[2],
+                        ngram_buckets=50, wide_ngram_sizes=[1, 2], wide_buckets=80, hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    dense = WaveForSequenceClassification(config)
+    sparse = WaveForSequenceClassification(WaveConfig(**{**config.to_dict(), "sparse_embeddings": True}))
+    sparse.load_state_dict(dense.state_dict())
+    with torch.no_grad():
+        for model in (dense, sparse):
+            model.wide.weight.copy_(torch.linspace(-1, 1, model.wide.weight.numel()).view_as(model.wide.weight))
+    return dense, sparse
+
+
+def backward_on_a_batch(model):
+    input_ids = torch.tensor([[5, 6, 7, 5, 6], [9, 9, 3, 0, 0]])
+    attention_mask = (input_ids != 0).long()
+    model(input_ids=input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 2])).loss.backward()
+
+
+def test_sparse_gradients_equal_the_dense_ones():
+    dense, sparse = sparse_and_dense_models()
+    backward_on_a_batch(dense)
+    backward_on_a_batch(sparse)
+    for (name, p_dense), p_sparse in zip(dense.named_parameters(), sparse.parameters()):
+        grad = p_sparse.grad.to_dense() if p_sparse.grad.is_sparse else p_sparse.grad
+        torch.testing.assert_close(grad, p_dense.grad, msg=name)
+    assert sparse.wave.embeddings.ngram_embeddings.weight.grad.is_sparse and sparse.wide.weight.grad.is_sparse
+
+
+@pytest.mark.parametrize("max_norm", [0.01, float("inf")])
+def test_clipping_sparse_gradients_equals_torch_clipping_of_the_dense_ones(max_norm):
+    dense, sparse = sparse_and_dense_models()
+    backward_on_a_batch(dense)
+    backward_on_a_batch(sparse)
+    expected = torch.nn.utils.clip_grad_norm_(dense.parameters(), max_norm)
+    torch.testing.assert_close(clip_sparse_aware_grad_norm(sparse.parameters(), max_norm), expected)
+    for p_dense, p_sparse in zip(dense.parameters(), sparse.parameters()):
+        grad = p_sparse.grad.to_dense() if p_sparse.grad.is_sparse else p_sparse.grad
+        torch.testing.assert_close(grad, p_dense.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_a_sparse_adagrad_step_updates_the_touched_rows_as_a_dense_one_and_no_other():
+    dense, sparse = sparse_and_dense_models()
+    before = sparse.wide.weight.detach().clone()
+    for model in (dense, sparse):
+        backward_on_a_batch(model)
+        torch.optim.Adagrad(model.parameters(), lr=0.1).step()
+    touched = dense.wide.weight.grad.abs().sum(dim=1) != 0
+    torch.testing.assert_close(sparse.wide.weight[touched], dense.wide.weight[touched])
+    assert torch.equal(sparse.wide.weight[~touched], before[~touched])
+    assert touched.any() and (~touched).any()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The recipe and the suite, end to end on TREC (6 classes)
+
+
+def test_the_recipe_takes_its_classes_from_the_data(tmp_path):
+    run_classification = load_example("run_classification")
+    argv = [
+        "configuration/wave-recipe.json", "--data_dir", str(shared_data_dir("trec")), "--output_dir", str(tmp_path),
+        "--max_train_samples", "64", "--max_eval_samples", "32", "--max_test_samples", "32", "--min_updates", "2",
+        "--max_epochs", "1", "--evaluations", "1", "--disable_tqdm", "true",
+        "--config_overrides", "ngram_buckets=1000,wide_buckets=4096",
+    ]
+    results = run_classification.main(argv)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_labels"] == 6 and len(config["id2label"]) == 6
+    assert 0 <= results["test_accuracy"] <= 1
+
+
+def test_class_names_that_do_not_fit_the_data_name_the_option(tmp_path):
+    from wave_examples.data import load_raw_splits
+
+    args = DataArguments(data_dir=str(shared_data_dir("trec")), class_names="negative,positive")
+    with pytest.raises(ValueError, match="--class_names gives 2 names"):
+        load_raw_splits(args, seed=42)
+
+
+def test_the_suite_quick_mode_end_to_end(tmp_path):
+    rows = run_suite.main(["configuration/suites/five-sets.json", "--quick", "--sets", "trec,subj",
+                           "--output_dir", str(tmp_path)])
+    assert {(r["set"], r["model"]) for r in rows} == {
+        (s, m) for s in ("trec", "subj") for m in ("wave", "best-classic")
+    }
+    saved = json.loads((tmp_path / "suite.json").read_text())
+    assert len(saved["runs"]) == 4 and all(0 <= r["metrics"]["test_accuracy"] <= 1 for r in saved["runs"])
+    table = (tmp_path / "suite.md").read_text()
+    assert table.count("\n| trec |") == 2 and "end-to-end s" in table
+    assert all(r["end_to_end_seconds"] > r["train_seconds"] > 0 for r in rows)
+
+
+def test_the_suite_refuses_an_unknown_set():
+    with pytest.raises(ValueError, match="--sets names \\['sst'\\]"):
+        run_suite.main(["configuration/suites/five-sets.json", "--sets", "sst"])
