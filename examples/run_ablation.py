@@ -11,12 +11,10 @@ finished there are kept (rerunning continues an interrupted ablation).
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from wave_examples.runs import printable, run_script, script_command
+
 TRAIN_SCRIPT = "examples/run_classification.py"
 
 
@@ -26,10 +24,7 @@ def row_command(spec: dict, row: dict, seed: int, output_dir: Path, extra: list[
     if overrides:  # the row's model changes apply on top of the shared ones
         settings["config_overrides"] = merge_overrides(overrides)
     settings["output_dir"] = str(output_dir / f"{row['name']}-seed{seed}")
-    command = [sys.executable, TRAIN_SCRIPT, row.get("preset", spec["preset"])]  # a row may name its own preset
-    for key, value in settings.items():
-        command += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
-    return command + extra
+    return script_command(TRAIN_SCRIPT, row.get("preset", spec["preset"]), settings, extra)  # a row may name its preset
 
 
 def merge_overrides(overrides: list) -> str | dict:
@@ -41,25 +36,16 @@ def merge_overrides(overrides: list) -> str | dict:
     return {key: value for o in overrides for key, value in o.items()}
 
 
-def run_row(command: list[str], output_dir: Path) -> dict:
-    log_path = output_dir.with_suffix(".log")
-    with open(log_path, "w") as log:
-        completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if completed.returncode != 0:
-        raise RuntimeError(f"Row failed (exit {completed.returncode}); see {log_path}")
-    return json.loads((output_dir / "all_results.json").read_text())
-
-
 def markdown_table(results: list[dict]) -> str:
     lines = [
-        "| row | what changes | seed | test accuracy | test macro F1 | train time (s) | command |",
-        "|---|---|---|---|---|---|---|",
+        "| row | what changes | seed | validation accuracy | test accuracy | test macro F1 | train time (s) | command |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m = r["metrics"]
         lines.append(
-            f"| {r['name']} | {r['description']} | {r['seed']} | {m['test_accuracy']:.4f} | {m['test_f1']:.4f} | "
-            f"{m.get('train_runtime', float('nan')):.0f} | `{r['command']}` |"
+            f"| {r['name']} | {r['description']} | {r['seed']} | {m['eval_accuracy']:.4f} | {m['test_accuracy']:.4f} | "
+            f"{m['test_f1']:.4f} | {m.get('train_runtime', float('nan')):.0f} | `{r['command']}` |"
         )
     return "\n".join(lines) + "\n"
 
@@ -88,16 +74,14 @@ def main():
             if (row["name"], seed) in done:
                 continue
             command = row_command(spec, row, seed, output_dir, extra)
-            printable = shlex.join([Path(command[0]).name if command[0] == sys.executable else command[0]] + command[1:])
-            printable = printable.replace(Path(sys.executable).name, "python", 1)
-            print(f"[{row['name']} seed {seed}] {printable}", flush=True)
-            metrics = run_row(command, output_dir / f"{row['name']}-seed{seed}")
+            print(f"[{row['name']} seed {seed}] {printable(command)}", flush=True)
+            metrics = run_script(command, output_dir / f"{row['name']}-seed{seed}")
             results.append(
                 {"name": row["name"], "description": row.get("description", ""), "seed": seed,
-                 "command": printable, "metrics": metrics}
+                 "command": printable(command), "metrics": metrics}
             )
             results_path.write_text(json.dumps(results, indent=2))
-            print(f"    test accuracy {metrics['test_accuracy']:.4f}", flush=True)
+            print(f"    validation accuracy {metrics['eval_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}", flush=True)
 
     table = markdown_table(results)
     (output_dir / "ablation.md").write_text(table)

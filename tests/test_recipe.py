@@ -210,7 +210,7 @@ def test_the_recipe_takes_its_classes_from_the_data(tmp_path):
     ]
     results = run_classification.main(argv)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["num_labels"] == 6 and len(config["id2label"]) == 6
+    assert len(config["id2label"]) == 6 and sorted(config["label2id"].values()) == list(range(6))
     assert 0 <= results["test_accuracy"] <= 1
 
 
@@ -223,7 +223,7 @@ def test_class_names_that_do_not_fit_the_data_name_the_option(tmp_path):
 
 
 def test_the_suite_quick_mode_end_to_end(tmp_path):
-    rows = run_suite.main(["configuration/suites/five-sets.json", "--quick", "--sets", "trec,subj",
+    rows = run_suite.main(["configuration/suite-five-sets.json", "--quick", "--sets", "trec,subj",
                            "--output_dir", str(tmp_path)])
     assert {(r["set"], r["model"]) for r in rows} == {
         (s, m) for s in ("trec", "subj") for m in ("wave", "best-classic")
@@ -237,4 +237,4 @@ def test_the_suite_quick_mode_end_to_end(tmp_path):
 
 def test_the_suite_refuses_an_unknown_set():
     with pytest.raises(ValueError, match="--sets names \\['sst'\\]"):
-        run_suite.main(["configuration/suites/five-sets.json", "--sets", "sst"])
+        run_suite.main(["configuration/suite-five-sets.json", "--sets", "sst"])
