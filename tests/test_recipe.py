@@ -17,7 +17,12 @@ from modeling_wave import WaveConfig, WaveForSequenceClassification
 from wave_examples.data import DataArguments, load_tokenizer
 from wave_examples.hub import resolve_pretrained_path
 from wave_examples.schedule import ScheduleArguments, apply_schedule, covering_length, derive_schedule
-from wave_examples.training import clip_sparse_aware_grad_norm, init_word_embeddings
+from wave_examples.training import (
+    LazyAdamW,
+    clip_sparse_aware_grad_norm,
+    init_word_embeddings,
+    sparse_gradient_parameters,
+)
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 run_suite = load_example("run_suite")
@@ -238,3 +243,34 @@ def test_the_suite_quick_mode_end_to_end(tmp_path):
 def test_the_suite_refuses_an_unknown_set():
     with pytest.raises(ValueError, match="--sets names \\['sst'\\]"):
         run_suite.main(["configuration/suite-five-sets.json", "--sets", "sst"])
+
+
+def test_lazy_adamw_updates_touched_rows_as_adamw_and_leaves_the_others():
+    dense, sparse = sparse_and_dense_models()
+    before = sparse.wide.weight.detach().clone()
+    for model in (dense, sparse):
+        backward_on_a_batch(model)
+    settings = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    torch.optim.AdamW(dense.parameters(), **settings).step()
+    lazy = LazyAdamW([{"params": list(sparse.parameters())}], sparse_gradient_parameters(sparse), **settings)
+    lazy.step()
+    touched = dense.wide.weight.grad.abs().sum(dim=1) != 0
+    torch.testing.assert_close(sparse.wide.weight[touched], dense.wide.weight[touched])
+    assert torch.equal(sparse.wide.weight[~touched], before[~touched]) and (~touched).any()
+    for (name, p_dense), p_sparse in zip(dense.named_parameters(), sparse.parameters()):
+        if id(p_sparse) not in sparse_gradient_parameters(sparse):
+            torch.testing.assert_close(p_sparse, p_dense, msg=name)  # the dense parameters: AdamW itself
+    assert len(lazy.param_groups) == 2 and lazy.sparse.param_groups[0] is lazy.param_groups[1]
+
+
+def test_trainer_turns_adamw_into_lazy_adamw_for_sparse_tables(tmp_path):
+    from wave_examples.training import ClassificationTrainer
+
+    _, sparse = sparse_and_dense_models()
+    trainer = ClassificationTrainer(model=sparse, args=training_arguments(tmp_path, learning_rate=1e-3),
+                                    wide_learning_rate=0.03)
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, LazyAdamW)
+    wide_groups = [g for g in optimizer.param_groups if any(p is sparse.wide.weight for p in g["params"])]
+    assert [g["lr"] for g in wide_groups] == [0.03]
+    assert any(p is sparse.wide.weight for g in optimizer.sparse.param_groups for p in g["params"])

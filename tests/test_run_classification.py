@@ -200,8 +200,17 @@ def write_sentiment_csv(path, rows: int, seed: int):
     return path
 
 
-@pytest.fixture(scope="module")
-def resume_setup(tmp_path_factory):
+# The optimizers a run can checkpoint: Trainer's AdamW, and the recipe's (configuration/wave-recipe.json) sparse
+# tables, whose AdamW becomes LazyAdamW (SparseAdam for the tables).
+SPARSE_TABLES = {
+    "config_overrides": json.dumps({"sparse_embeddings": True, "ngram_sizes": [2], "ngram_buckets": 500,
+                                    "wide_ngram_sizes": [1, 2], "wide_buckets": 1000}),
+    "wide_learning_rate": 0.03,
+}
+
+
+@pytest.fixture(scope="module", params=["dense-adamw", "sparse-tables-lazy-adamw"])
+def resume_setup(tmp_path_factory, request):
     work = tmp_path_factory.mktemp("resume")
     (work / "driver.py").write_text(KILLABLE_DRIVER)
     common = [
@@ -224,6 +233,8 @@ def resume_setup(tmp_path_factory):
         "--report_to", "none",
         "--disable_tqdm", "true",
     ]  # fmt: skip
+    if request.param == "sparse-tables-lazy-adamw":
+        common += [item for key, value in SPARSE_TABLES.items() for item in (f"--{key}", value)]
     env = {"OMP_NUM_THREADS": "1"}  # the same float summation order in every run
     return work, common, env
 

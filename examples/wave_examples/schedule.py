@@ -36,9 +36,9 @@ class ScheduleArguments:
         "'fixed': the epochs / steps, evaluation and max_seq_length as given. 'data': derived from the training set "
         "(wave_examples/schedule.py); options that differ from their defaults still win.",
     )
-    min_updates: int = option(1500, "--schedule data: at least this many updates (if max_epochs allows).")
+    min_updates: int = option(500, "--schedule data: at least this many updates (if max_epochs allows).")
     max_epochs: float = option(30.0, "--schedule data: at most this many epochs.")
-    max_train_tokens: int = option(12_000_000, "--schedule data: at most this many training tokens (beyond 1 epoch).")
+    max_train_tokens: int = option(4_000_000, "--schedule data: at most this many training tokens (beyond 1 epoch).")
     evaluations: int = option(6, "--schedule data: evaluations on validation during training (the best is kept).")
     length_coverage: float = option(0.99, "--schedule data: max_seq_length keeps this share of training texts whole.")
 

@@ -4,6 +4,8 @@
 from the same `ModelArguments`, so that the two scripts train the same thing.
 """
 
+import collections
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -211,15 +213,17 @@ class ClassificationTrainer(Trainer):
         schedule scales every group alike)."""
         optimizer = super().create_optimizer(model)
         wide = getattr(self.model, "wide", None)
-        if self.wide_learning_rate is None or wide is None:
-            return optimizer
-        wide_ids = {id(p) for p in wide.parameters()}
-        for group in list(optimizer.param_groups):
-            moved = [p for p in group["params"] if id(p) in wide_ids]
-            if moved:
-                group["params"] = [p for p in group["params"] if id(p) not in wide_ids]
-                settings = {key: value for key, value in group.items() if key != "params"}
-                optimizer.add_param_group({**settings, "params": moved, "lr": self.wide_learning_rate})
+        if self.wide_learning_rate is not None and wide is not None:
+            wide_ids = {id(p) for p in wide.parameters()}
+            for group in list(optimizer.param_groups):
+                moved = [p for p in group["params"] if id(p) in wide_ids]
+                if moved:
+                    group["params"] = [p for p in group["params"] if id(p) not in wide_ids]
+                    settings = {key: value for key, value in group.items() if key != "params"}
+                    optimizer.add_param_group({**settings, "params": moved, "lr": self.wide_learning_rate})
+        sparse_ids = sparse_gradient_parameters(self.model)
+        if sparse_ids and isinstance(optimizer, torch.optim.AdamW):  # AdamW refuses sparse gradients
+            self.optimizer = optimizer = LazyAdamW(optimizer.param_groups, sparse_ids, **optimizer.defaults)
         return optimizer
 
     def _clip_grad_norm(self, model):
@@ -256,6 +260,59 @@ class ClassificationTrainer(Trainer):
             "trust_remote_code=True)\n```\n"
         )
         card.save(path)
+
+
+def sparse_gradient_parameters(model) -> set[int]:
+    """The ids of the tables that get sparse gradients (`config.sparse_embeddings`): token, n-gram and wide tables."""
+    if not getattr(model.config, "sparse_embeddings", False):
+        return set()
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    if getattr(model, "wide", None) is not None:
+        tables.append(model.wide.weight)
+    return {id(p) for p in tables}
+
+
+class LazyAdamW(torch.optim.Optimizer):
+    """AdamW for the dense parameters and torch's `SparseAdam` (lazy Adam: the moments and weights of the rows a batch
+    touches, and no others) for the tables with sparse gradients, as one optimizer: Trainer, its learning-rate
+    schedule and its checkpoints see one set of parameter groups. `SparseAdam` has no weight decay, so the tables
+    get none; the dense parameters keep AdamW's."""
+
+    def __init__(self, param_groups: list[dict], sparse_ids: set[int], **defaults):
+        dense_groups, sparse_groups = [], []
+        for group in param_groups:
+            settings = {key: value for key, value in group.items() if key != "params"}
+            for params, groups in ((False, dense_groups), (True, sparse_groups)):
+                chosen = [p for p in group["params"] if (id(p) in sparse_ids) == params]
+                if chosen:
+                    groups.append({**settings, "params": chosen})
+        sparse_settings = ("lr", "betas", "eps", "maximize")
+        sparse_groups = [{k: v for k, v in g.items() if k in (*sparse_settings, "params")} for g in sparse_groups]
+        adamw_settings = inspect.signature(torch.optim.AdamW).parameters  # Adam's defaults hold Adam-only keys too
+        self.dense = torch.optim.AdamW(dense_groups, **{k: v for k, v in defaults.items() if k in adamw_settings})
+        self.sparse = torch.optim.SparseAdam(sparse_groups, **{k: v for k, v in defaults.items() if k in sparse_settings})
+        super().__init__([p for g in param_groups for p in g["params"]], defaults)
+        self.param_groups = self.dense.param_groups + self.sparse.param_groups  # the same dicts: schedules reach both
+        self.state = collections.ChainMap(self.dense.state, self.sparse.state)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        self.dense.step()
+        self.sparse.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.dense.zero_grad(set_to_none=set_to_none)
+        self.sparse.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state_dict: dict):
+        self.dense.load_state_dict(state_dict["dense"])
+        self.sparse.load_state_dict(state_dict["sparse"])
+        self.param_groups = self.dense.param_groups + self.sparse.param_groups
 
 
 def _has_sparse_gradients(model) -> bool:
