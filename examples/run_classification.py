@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=build_compute_metrics(len(label_names)),
         card_info={"license": model_args.model_card_license, "dataset": data_args.dataset_name},
         wide_learning_rate=model_args.wide_learning_rate,
+        embedding_learning_rate=model_args.embedding_learning_rate,
     )
 
     results = {}

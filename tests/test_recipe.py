@@ -268,9 +268,15 @@ def test_trainer_turns_adamw_into_lazy_adamw_for_sparse_tables(tmp_path):
 
     _, sparse = sparse_and_dense_models()
     trainer = ClassificationTrainer(model=sparse, args=training_arguments(tmp_path, learning_rate=1e-3),
-                                    wide_learning_rate=0.03)
+                                    wide_learning_rate=0.03, embedding_learning_rate=0.01)
     optimizer = trainer.create_optimizer()
     assert isinstance(optimizer, LazyAdamW)
-    wide_groups = [g for g in optimizer.param_groups if any(p is sparse.wide.weight for p in g["params"])]
-    assert [g["lr"] for g in wide_groups] == [0.03]
+
+    def rates_of(parameter):
+        return [g["lr"] for g in optimizer.param_groups if any(p is parameter for p in g["params"])]
+
+    assert rates_of(sparse.wide.weight) == [0.03]
+    assert rates_of(sparse.get_input_embeddings().weight) == [0.01]
+    assert rates_of(sparse.wave.embeddings.ngram_embeddings.weight) == [0.01]
+    assert rates_of(sparse.classifier.weight) == [1e-3]
     assert any(p is sparse.wide.weight for g in optimizer.sparse.param_groups for p in g["params"])

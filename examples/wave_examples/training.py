@@ -56,6 +56,12 @@ class ModelArguments:
         "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
         "sparse features, learns best with a larger one than the wave (default: learning_rate).",
     )
+    embedding_learning_rate: float | None = option(
+        None,
+        "Learning rate of the token and n-gram embedding tables (default: learning_rate). With sparse tables "
+        "(`sparse_embeddings`) a row moves only in the steps that touch it, where dense AdamW's momentum keeps moving "
+        "it for some ten steps more: a larger rate makes up for that.",
+    )
     tokenizer_name: str | None = option(
         None, "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."
     )
@@ -203,24 +209,30 @@ def fixed_budget_arguments(args, folder: Path, steps: int, learning_rate: float,
 class ClassificationTrainer(Trainer):
     """Trainer whose model card also carries the pipeline tag, the test results and how to load the model."""
 
-    def __init__(self, *args, card_info: dict | None = None, wide_learning_rate: float | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        card_info: dict | None = None,
+        wide_learning_rate: float | None = None,
+        embedding_learning_rate: float | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.card_info = card_info or {}
         self.wide_learning_rate = wide_learning_rate
+        self.embedding_learning_rate = embedding_learning_rate
 
     def create_optimizer(self, model=None):
-        """Trainer's optimizer, with the wide part's weights in parameter groups of their own learning rate (the
-        schedule scales every group alike)."""
+        """Trainer's optimizer, with the wide part's weights and the embedding tables in parameter groups of their own
+        learning rates (the schedule scales every group alike)."""
         optimizer = super().create_optimizer(model)
         wide = getattr(self.model, "wide", None)
         if self.wide_learning_rate is not None and wide is not None:
-            wide_ids = {id(p) for p in wide.parameters()}
-            for group in list(optimizer.param_groups):
-                moved = [p for p in group["params"] if id(p) in wide_ids]
-                if moved:
-                    group["params"] = [p for p in group["params"] if id(p) not in wide_ids]
-                    settings = {key: value for key, value in group.items() if key != "params"}
-                    optimizer.add_param_group({**settings, "params": moved, "lr": self.wide_learning_rate})
+            _move_to_own_groups(optimizer, {id(p) for p in wide.parameters()}, self.wide_learning_rate)
+        if self.embedding_learning_rate is not None:
+            ngram_table = getattr(self.model.base_model.embeddings, "ngram_embeddings", None)
+            tables = {id(m.weight) for m in (self.model.get_input_embeddings(), ngram_table) if m is not None}
+            _move_to_own_groups(optimizer, tables, self.embedding_learning_rate)
         sparse_ids = sparse_gradient_parameters(self.model)
         if sparse_ids and isinstance(optimizer, torch.optim.AdamW):  # AdamW refuses sparse gradients
             self.optimizer = optimizer = LazyAdamW(optimizer.param_groups, sparse_ids, **optimizer.defaults)
@@ -260,6 +272,17 @@ class ClassificationTrainer(Trainer):
             "trust_remote_code=True)\n```\n"
         )
         card.save(path)
+
+
+def _move_to_own_groups(optimizer, ids: set[int], learning_rate: float):
+    """Move the parameters whose ids are `ids` into groups of their own (one per group they leave, keeping its other
+    settings), at `learning_rate`."""
+    for group in list(optimizer.param_groups):
+        moved = [p for p in group["params"] if id(p) in ids]
+        if moved:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+            settings = {key: value for key, value in group.items() if key != "params"}
+            optimizer.add_param_group({**settings, "params": moved, "lr": learning_rate})
 
 
 def sparse_gradient_parameters(model) -> set[int]:
