@@ -280,3 +280,13 @@ def test_trainer_turns_adamw_into_lazy_adamw_for_sparse_tables(tmp_path):
     assert rates_of(sparse.wave.embeddings.ngram_embeddings.weight) == [0.01]
     assert rates_of(sparse.classifier.weight) == [1e-3]
     assert any(p is sparse.wide.weight for g in optimizer.sparse.param_groups for p in g["params"])
+
+
+def test_the_hash_spread_example_shows_the_legacy_hash_crowding(tmp_path):
+    spread = load_example("ngram_hash_spread")
+    rows = spread.main(["--data_dir", str(shared_data_dir("imdb")), "--texts", "300", "--buckets", "200000",
+                        "--output_dir", str(tmp_path)])
+    filled = {r["hash"]: r["buckets_filled"] for r in rows}
+    assert abs(filled["universal"] - filled["random (expected)"]) < 0.03 * filled["random (expected)"]
+    assert filled["legacy"] < 0.8 * filled["random (expected)"]
+    assert (tmp_path / "hash_spread.md").read_text().count("| legacy |") == 1
