@@ -112,6 +112,33 @@ def warn_if_setup_ignored(accelerator: Accelerator):
             )
 
 
+def refuse_what_this_loop_cannot_honour(model_args, schedule_args):
+    """Options that only `run_classification.py` (Trainer and `ClassificationTrainer`) applies: refused by name rather
+    than silently training another model."""
+    refused = {
+        "--schedule data (this loop trains the epochs / max_steps given)": schedule_args.schedule != "fixed",
+        "--wide_learning_rate (one learning rate for every parameter here)": model_args.wide_learning_rate is not None,
+        "--embedding_learning_rate (one learning rate for every parameter here)": (
+            model_args.embedding_learning_rate is not None
+        ),
+    }
+    named = [option for option, given in refused.items() if given]
+    if named:
+        raise ValueError(
+            f"train_accelerate.py cannot honour {'; '.join(named)}. Use run_classification.py (the same presets with "
+            f"Trainer), or leave the option out."
+        )
+
+
+def refuse_sparse_tables(model):
+    if getattr(model.config, "sparse_embeddings", False):
+        raise ValueError(
+            "The model's config has sparse_embeddings=true (sparse gradients for the embedding tables), which this "
+            "loop's AdamW cannot step: use run_classification.py (LazyAdamW), or --config_overrides "
+            "sparse_embeddings=false."
+        )
+
+
 def optimizer_groups(model, weight_decay: float) -> list[dict]:
     """Weight decay on matrices and embeddings only, not on biases and LayerNorm weights (as Trainer)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -296,11 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args, schedule_args = parse_classification_arguments(
         sys.argv[1:] if argv is None else argv
     )
-    if schedule_args.schedule != "fixed":
-        raise ValueError(
-            f"--schedule {schedule_args.schedule} is run_classification.py's (its evaluation interval and best-"
-            "checkpoint choice are Trainer's); this loop trains the epochs / max_steps given: pass --schedule fixed."
-        )
+    refuse_what_this_loop_cannot_honour(model_args, schedule_args)
     accelerator = build_accelerator(training_args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -314,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     with accelerator.main_process_first():  # the others then read the tokenized splits from the datasets cache
         tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
     model = build_model(model_args, label_names)
+    refuse_sparse_tables(model)
     if model_args.word_embeddings_from:
         init_word_embeddings(model, model_args.word_embeddings_from, tokenizer)
     accelerator.print(f"{type(model).__name__}: {model.num_parameters():,} parameters")

@@ -290,3 +290,16 @@ def test_the_hash_spread_example_shows_the_legacy_hash_crowding(tmp_path):
     assert abs(filled["universal"] - filled["random (expected)"]) < 0.03 * filled["random (expected)"]
     assert filled["legacy"] < 0.8 * filled["random (expected)"]
     assert (tmp_path / "hash_spread.md").read_text().count("| legacy |") == 1
+
+
+def test_the_accelerate_loop_refuses_what_it_cannot_honour_by_name(tmp_path):
+    train_accelerate = load_example("train_accelerate")
+    with pytest.raises(ValueError, match="--schedule data.*--wide_learning_rate"):
+        train_accelerate.main(["configuration/wave-recipe.json", "--output_dir", str(tmp_path)])
+
+
+def test_the_accelerate_loop_refuses_sparse_tables():
+    train_accelerate = load_example("train_accelerate")
+    _, sparse = sparse_and_dense_models()
+    with pytest.raises(ValueError, match="sparse_embeddings"):
+        train_accelerate.refuse_sparse_tables(sparse)
