@@ -172,8 +172,9 @@ class WaveConfig(PreTrainedConfig):
             `num_labels` weights.
         sparse_embeddings (`bool`, defaults to `False`): the token, n-gram and wide tables get sparse gradients (only
             the rows of the batch's tokens and n-grams), for optimizers that update only those rows (Adagrad, SGD,
-            SparseAdam): a step then costs what the batch touches, not the tables' 30M weights. Dense optimizers
-            (AdamW) and gradient clipping refuse sparse gradients.
+            SparseAdam): a step then costs what the batch touches, not the tables' 30M weights. torch's AdamW and
+            `clip_grad_norm_` refuse sparse gradients; `examples/run_classification.py` steps them with `LazyAdamW`
+            (SparseAdam for the tables) and clips them itself. The language-model heads need `False`.
         token_dropout_prob (`float`, defaults to 0.0): while training, the share of real tokens removed from each
             text (masked as padding) before the wave, a regulariser for bag-like models.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.

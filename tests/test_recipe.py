@@ -303,3 +303,12 @@ def test_the_accelerate_loop_refuses_sparse_tables():
     _, sparse = sparse_and_dense_models()
     with pytest.raises(ValueError, match="sparse_embeddings"):
         train_accelerate.refuse_sparse_tables(sparse)
+
+
+@pytest.mark.parametrize("head", ["WaveForMaskedLM", "WaveForCausalLM"])
+def test_language_model_heads_refuse_sparse_tables(head):
+    import modeling_wave
+
+    config = WaveConfig(vocab_size=60, hidden_size=8, intermediate_size=0, sparse_embeddings=True)
+    with pytest.raises(ValueError, match="sparse_embeddings=False"):
+        getattr(modeling_wave, head)(config)
