@@ -58,9 +58,7 @@ class ModelArguments:
     )
     embedding_learning_rate: float | None = option(
         None,
-        "Learning rate of the token and n-gram embedding tables (default: learning_rate). With sparse tables "
-        "(`sparse_embeddings`) a row moves only in the steps that touch it, where dense AdamW's momentum keeps moving "
-        "it for some ten steps more: a larger rate makes up for that.",
+        "Learning rate of the token and n-gram embedding tables (default: learning_rate).",
     )
     tokenizer_name: str | None = option(
         None, "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."
@@ -238,8 +236,10 @@ class ClassificationTrainer(Trainer):
             self.optimizer = optimizer = LazyAdamW(optimizer.param_groups, sparse_ids, **optimizer.defaults)
         return optimizer
 
+    # Trainer's two gradient-norm hooks (transformers >= 5.25, which the `examples` extra requires): it clips and logs
+    # the norm through torch's `clip_grad_norm_`, which refuses sparse gradients.
     def _clip_grad_norm(self, model):
-        """Trainer's clipping, also for the sparse gradients of `sparse_embeddings` (which torch's clipping refuses)."""
+        """Trainer's clipping, also for the sparse gradients of `sparse_embeddings`."""
         if not _has_sparse_gradients(model):
             return super()._clip_grad_norm(model)
         return clip_sparse_aware_grad_norm(model.parameters(), self.args.max_grad_norm)
