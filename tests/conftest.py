@@ -19,14 +19,15 @@ SHARED_DATA_DIR = Path(os.environ.get("WAVE_SHARED_DATA_DIR", REPO_ROOT.parent /
 
 
 def shared_data_dir(name: str) -> Path:
-    """`../shared/data/<name>` (train.csv and test.csv). CI must have it: there a missing copy fails the test instead
-    of skipping it."""
+    """`../shared/data/<name>` (train.csv and test.csv), or `$WAVE_<NAME>_DIR`. CI must have it: there a missing copy
+    fails the test instead of skipping it."""
     import pytest
 
-    folder = SHARED_DATA_DIR / name
+    variable = f"WAVE_{name.upper()}_DIR"
+    folder = Path(os.environ.get(variable, SHARED_DATA_DIR / name))
     if (folder / "train.csv").is_file() and (folder / "test.csv").is_file():
         return folder
-    message = f"{name} is not at {folder} (train.csv, test.csv); set WAVE_SHARED_DATA_DIR or put ../shared/data there."
+    message = f"{name} is not at {folder} (train.csv, test.csv); set {variable} or put ../shared/data/{name} there."
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import shared_data_dir
 from example_scripts import load_example
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from modeling_wave import WaveConfig, WaveForSequenceClassification

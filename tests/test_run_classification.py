@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, pipeline
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
-from conftest import IMDB_DIR, REPO_ROOT
+from conftest import REPO_ROOT, shared_data_dir
 from modeling_wave import WaveConfig, WaveForSequenceClassification
 from wave_examples.training import ModelArguments, build_model, parse_classification_arguments
 
@@ -94,13 +94,8 @@ def output_tail(completed, chars=4000) -> str:
 
 
 def imdb_dir():
-    """The IMDB copy beside the repository. CI must have it: there a missing copy fails instead of skipping."""
-    if (IMDB_DIR / "train.csv").is_file() and (IMDB_DIR / "test.csv").is_file():
-        return IMDB_DIR
-    message = f"IMDB is not at {IMDB_DIR} (train.csv, test.csv); set WAVE_IMDB_DIR or put ../shared/data/imdb there."
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    """The IMDB copy beside the repository (CI must have it: there a missing copy fails instead of skipping)."""
+    return shared_data_dir("imdb")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ Run: `OMP_NUM_THREADS=1 python -m pytest tests/test_wide_recipe.py -q`
 """
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from test_run_classification import imdb_dir, output_tail, run_script, write_wave_config
 from transformers import TrainingArguments
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_data_dir
 from example_scripts import load_example
 from modeling_wave import WaveConfig, WaveForSequenceClassification
 from wave_examples import training
@@ -24,18 +22,12 @@ from wave_examples import training
 run_linear_baseline = load_example("run_linear_baseline")
 
 SUBSET = ["--max_train_samples", "2000", "--max_eval_samples", "500", "--max_test_samples", "1000"]
-TREC_DIR = Path(os.environ.get("WAVE_TREC_DIR", REPO_ROOT.parent / "shared" / "data" / "trec"))
 TREC_SUBSET = ["--max_train_samples", "1000", "--max_eval_samples", "300", "--max_test_samples", "300"]
 
 
 def trec_dir():
-    """The TREC copy beside the repository; as for IMDB, CI must have it: there a missing copy fails."""
-    if (TREC_DIR / "train.csv").is_file() and (TREC_DIR / "test.csv").is_file():
-        return TREC_DIR
-    message = f"TREC is not at {TREC_DIR} (train.csv, test.csv); set WAVE_TREC_DIR or put ../shared/data/trec there."
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    """The TREC copy beside the repository; as for IMDB, CI must have it."""
+    return shared_data_dir("trec")
 
 
 def test_linear_baseline_end_to_end_on_an_imdb_subset(tmp_path):
