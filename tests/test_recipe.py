@@ -312,3 +312,15 @@ def test_language_model_heads_refuse_sparse_tables(head):
     config = WaveConfig(vocab_size=60, hidden_size=8, intermediate_size=0, sparse_embeddings=True)
     with pytest.raises(ValueError, match="sparse_embeddings=False"):
         getattr(modeling_wave, head)(config)
+
+
+def test_truncating_tokenized_splits_keeps_the_final_separator():
+    import datasets
+
+    from wave_examples.data import truncate_splits
+
+    rows = {"input_ids": [[101, 5, 6, 7, 8, 102], [101, 5, 102]], "attention_mask": [[1] * 6, [1] * 3], "labels": [0, 1]}
+    tokenized = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)})
+    cut = truncate_splits(tokenized, 4)["train"]
+    assert cut["input_ids"] == [[101, 5, 6, 102], [101, 5, 102]]
+    assert cut["attention_mask"] == [[1] * 4, [1] * 3] and cut["labels"] == [0, 1]

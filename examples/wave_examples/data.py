@@ -160,6 +160,11 @@ def truncate_splits(tokenized: datasets.DatasetDict, max_seq_length: int) -> dat
                 cut[key] = [row[:max_seq_length] for row in rows]
         return cut
 
+    truncated = sum(len(ids) > max_seq_length for ids in tokenized["train"]["input_ids"])
+    logger.warning(
+        f"{truncated} of {len(tokenized['train'])} training texts ({100 * truncated / len(tokenized['train']):.1f}%) "
+        f"are truncated to max_seq_length={max_seq_length} tokens."
+    )
     return tokenized.map(truncate, batched=True, desc=f"Truncating to {max_seq_length} tokens")
 
 
