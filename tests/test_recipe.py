@@ -236,7 +236,8 @@ def test_the_suite_quick_mode_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "suite.json").read_text())
     assert len(saved["runs"]) == 4 and all(0 <= r["metrics"]["test_accuracy"] <= 1 for r in saved["runs"])
     table = (tmp_path / "suite.md").read_text()
-    assert table.count("\n| trec |") == 2 and "end-to-end s" in table
+    assert table.count("\n| trec | wave |") == 1 and table.count("\n| trec | best-classic") == 1
+    assert "end-to-end s" in table and "| set | wave minus best-classic" in table
     assert all(r["end_to_end_seconds"] > r["train_seconds"] > 0 for r in rows)
 
 
