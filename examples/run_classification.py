@@ -15,15 +15,7 @@ import sys
 import transformers
 from transformers import set_seed
 
-from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits, truncate_splits
-from wave_examples.schedule import apply_schedule
-from wave_examples.training import (
-    ClassificationTrainer,
-    build_model,
-    init_word_embeddings,
-    last_checkpoint,
-    parse_classification_arguments,
-)
+from wave_examples.training import last_checkpoint, parse_classification_arguments, prepare_classification
 
 logger = logging.getLogger(__name__)
 
@@ -36,41 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
-    raw, label_names = load_raw_splits(data_args, seed=training_args.seed)
-    logger.info(f"Splits: { {split: len(dataset) for split, dataset in raw.items()} }; classes {label_names}")
-    checkpoint_tokenizer = model_args.model_name_or_path if model_args.model_name_or_path else None
-    tokenizer = load_tokenizer(model_args.tokenizer_name or checkpoint_tokenizer)
-    model = build_model(model_args, label_names)
-    if model_args.word_embeddings_from:
-        init_word_embeddings(model, model_args.word_embeddings_from, tokenizer)
-    if model_args.freeze_word_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-
-    longest = model.config.max_position_embeddings  # the schedule may shorten the texts, never lengthen them
-    with training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_splits(
-            raw, tokenizer, longest if schedule_args.schedule == "data" else data_args.max_seq_length
-        )
-    lengths = [len(ids) for ids in tokenized["train"]["input_ids"]]
-    max_seq_length = apply_schedule(lengths, schedule_args, data_args, training_args, cap=longest)
-    if schedule_args.schedule == "data" and max_seq_length < longest:
-        tokenized = truncate_splits(tokenized, max_seq_length)
-    logger.info(
-        f"{type(model).__name__}: {model.num_parameters():,} parameters "
-        f"({model.num_parameters(exclude_embeddings=True):,} without embeddings)"
-    )
-
-    trainer = ClassificationTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(len(label_names)),
-        card_info={"license": model_args.model_card_license, "dataset": data_args.dataset_name},
-        wide_learning_rate=model_args.wide_learning_rate,
-        embedding_learning_rate=model_args.embedding_learning_rate,
-    )
+    trainer, tokenized, _ = prepare_classification(model_args, data_args, training_args, schedule_args)
 
     results = {}
     if training_args.do_train:

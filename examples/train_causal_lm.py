@@ -52,7 +52,6 @@ from transformers import (
 )
 
 from modeling_wave import WaveConfig, WaveForCausalLM
-from modeling_wave.modeling_wave import CACHE_NAME
 from wave_examples import option
 from wave_examples.arguments import WaveSizeArguments, run_settings, start_experiment, write_results
 from wave_examples.data import load_raw_splits, load_tokenizer
@@ -212,7 +211,7 @@ def generation_benchmark(models: dict, prompt: torch.Tensor, lengths: list[int])
                     "new_tokens": generated,
                     "seconds": seconds,
                     "tokens_per_second": generated / seconds,
-                    "cache_bytes": cache_bytes(getattr(output, CACHE_NAME)),
+                    "cache_bytes": cache_bytes(output.cache),
                 }
             )
             logger.info(

@@ -15,7 +15,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from .configuration_wave import WaveConfig
+from .configuration_wave import WaveConfig, WaveConfigError
 from .modeling_wave import *  # noqa: F403  (the classes of modeling_wave.__all__; F405 below)
 from .modeling_wave import __all__ as _model_classes
 
@@ -28,4 +28,4 @@ AutoModelForTokenClassification.register(WaveConfig, WaveForTokenClassification,
 AutoModelForMaskedLM.register(WaveConfig, WaveForMaskedLM, exist_ok=True)
 AutoModelForCausalLM.register(WaveConfig, WaveForCausalLM, exist_ok=True)
 
-__all__ = ["WaveConfig", *_model_classes]
+__all__ = ["WaveConfig", "WaveConfigError", *_model_classes]

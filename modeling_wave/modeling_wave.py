@@ -11,20 +11,17 @@ step to the next (`WaveCache`), constant in size, where a Transformer keeps the 
 """
 
 import copy
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
-    BaseModelOutputWithPast,
     BaseModelOutputWithPooling,
     CausalLMOutputWithPast,
     MaskedLMOutput,
@@ -40,24 +37,8 @@ from .configuration_wave import WaveConfig
 
 logger = logging.get_logger(__name__)
 
-# transformers 5.24 renamed the cache of model outputs and of `forward` / `generate` from `past_key_values` to
-# `cache`: outputs here take the installed version's name, `forward` takes `cache` (see `accepts_past_key_values`).
-CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-def accepts_past_key_values(forward):
-    """Let `forward(cache=...)` also take the cache as `past_key_values`: the name that `generate` passes before
-    transformers 5.24, deprecated since (as in Transformers' own models)."""
-    if CACHE_NAME == "cache":
-        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
-
-    @functools.wraps(forward)
-    def forward_with_past_key_values(self, *args, past_key_values=None, **kwargs):
-        if past_key_values is not None:
-            kwargs["cache"] = past_key_values
-        return forward(self, *args, **kwargs)
-
-    return forward_with_past_key_values
+# `generate` passed the cache as `past_key_values` before transformers 5.24, which renamed it `cache`.
+accepts_past_key_values = deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
 
 
 def sinusoidal_position_embeddings(position_ids: torch.Tensor, dim: int) -> torch.Tensor:
@@ -134,14 +115,12 @@ class WaveEmbeddings(nn.Module):
             self.ngram_dropout = nn.Dropout(config.ngram_dropout_prob)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    @property
-    def ngram_context(self) -> int:
-        """How many earlier tokens the n-grams of a new token reach back to (kept in a `WaveCache`)."""
-        return max(self.ngram_sizes, default=1) - 1
+        # How many earlier tokens the n-grams of a new token reach back to: a `WaveCache` stores that many.
+        self.ngram_context = max(self.ngram_sizes, default=1) - 1
 
-    def forward(
-        self, input_ids=None, position_ids=None, inputs_embeds=None, real_tokens=None, past_tokens=None
-    ) -> torch.Tensor:
+    def forward(self, input_ids=None, position_ids=None, inputs_embeds=None, token_mask=None, cache=None):
+        """(B, T) ids or (B, T, D) `inputs_embeds` -> (B, T, D). `token_mask` (B, T) marks the real tokens (None: all);
+        a `cache` holds the tokens before `input_ids`, for the n-grams that reach back into them."""
         embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, D)
         if self.position_embedding_type == "learned":
             embeddings = embeddings + self.position_embeddings(position_ids)
@@ -149,16 +128,32 @@ class WaveEmbeddings(nn.Module):
             positions = sinusoidal_position_embeddings(position_ids, embeddings.shape[-1])
             embeddings = embeddings + self.sinusoidal_scale * positions.to(embeddings.dtype)
         if self.ngram_sizes:
-            embeddings = embeddings + self.ngram_embedding(input_ids, real_tokens, past_tokens)
+            real_tokens = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask
+            input_ids, real_tokens = self._with_past_tokens(input_ids, real_tokens, cache)
+            embeddings = embeddings + self.ngram_embedding(input_ids, real_tokens, new_length=embeddings.shape[1])
         return self.dropout(embeddings)
 
-    def ngram_embedding(self, input_ids, real_tokens, past_tokens=None) -> torch.Tensor:
-        """Sum of the embeddings of the n-grams ending at each token, (B, T) -> (B, T, D); `past_tokens` are the
-        ids and real-token flags (B, ngram_context) of the tokens before `input_ids` (from a `WaveCache`)."""
-        new_length = input_ids.shape[1]
-        if past_tokens is not None:
-            input_ids = torch.cat([past_tokens[0], input_ids], dim=1)
-            real_tokens = torch.cat([past_tokens[1], real_tokens], dim=1)
+    def _with_past_tokens(self, input_ids, real_tokens, cache):
+        """The ids and real-token flags with the cache's last `ngram_context` tokens before them, (B, C + T); the
+        cache keeps the last `ngram_context` of these for the next call."""
+        if cache is None or self.ngram_context == 0:
+            return input_ids, real_tokens
+        if cache.past_tokens is not None:
+            input_ids = torch.cat([cache.past_tokens[0], input_ids], dim=1)
+            real_tokens = torch.cat([cache.past_tokens[1], real_tokens], dim=1)
+        missing = self.ngram_context - input_ids.shape[1]  # a first prompt shorter than the context
+        if missing > 0:
+            kept_ids = torch.cat([input_ids.new_zeros(input_ids.shape[0], missing), input_ids], dim=1)
+            kept_flags = torch.cat([real_tokens.new_zeros(real_tokens.shape[0], missing), real_tokens], dim=1)
+        else:
+            kept_ids, kept_flags = input_ids, real_tokens
+        cache.past_tokens = (kept_ids[:, -self.ngram_context :], kept_flags[:, -self.ngram_context :])
+        return input_ids, real_tokens
+
+    def ngram_embedding(self, input_ids, real_tokens, new_length=None) -> torch.Tensor:
+        """Sum of the embeddings of the n-grams ending at each of the last `new_length` tokens (default: all),
+        (B, T) -> (B, new_length, D); n-grams with a token that is not real (a pad, a dropped token) are left out."""
+        new_length = new_length or input_ids.shape[1]
         ngrams = 0
         for n in self.ngram_sizes:
             buckets, exists = hash_ngrams(input_ids, real_tokens, n, self.ngram_buckets, self.ngram_hash)
@@ -379,7 +374,10 @@ class WaveEncoder(nn.Module):
         self.layer = nn.ModuleList([WaveLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
 
     def forward(self, hidden_states, token_mask=None, output_hidden_states=False, cache=None):
+        """`token_mask` (B, T) bool marks the real tokens (None: all of them)."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
+        if token_mask is not None:  # (B, T, 1) zeros and ones, in the dtype the wave's statistics are computed in
+            token_mask = token_mask.unsqueeze(-1).to(_upcast_half(hidden_states).dtype)
         for layer in self.layer:
             hidden_states = layer(hidden_states, token_mask, cache=cache)
             if output_hidden_states:
@@ -388,15 +386,16 @@ class WaveEncoder(nn.Module):
 
 
 def pool_text(hidden_states: torch.Tensor, token_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """One vector per text from real tokens only: their mean, or the first real token ("cls"). (B, T, D) -> (B, D)."""
+    """One vector per text from real tokens only (`token_mask` (B, T) bool; None: all): their mean, or the first real
+    token ("cls"). (B, T, D) -> (B, D)."""
     if pooling == "cls":
         if token_mask is None:
             return hidden_states[:, 0]
-        first_real = token_mask.squeeze(-1).argmax(dim=1)  # (B,): skips left padding
+        first_real = token_mask.int().argmax(dim=1)  # (B,): skips left padding
         return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), first_real]
     if token_mask is None:
         return hidden_states.mean(dim=1)
-    mask = token_mask.to(hidden_states.dtype)
+    mask = token_mask.unsqueeze(-1).to(hidden_states.dtype)  # (B, T, 1)
     # An all-padding row has no tokens: clamp the count so it pools to zeros instead of NaN.
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
@@ -466,33 +465,20 @@ class WaveCache:
         self.energy: list[torch.Tensor | None] = [None] * config.num_hidden_layers  # (B, 2D) per layer
         self.seen_tokens: torch.Tensor | None = None  # (B,): real tokens per text, i.e. the next position
         self.seq_length = 0  # positions fed so far, pads included (what `generate` calls the cache length)
-        self.ngram_context = max(config.ngram_sizes, default=1) - 1
-        # the ids and real-token flags (B, ngram_context) of the last tokens, for the n-grams of the next ones
+        # the ids and real-token flags (B, ngram_context) of the last tokens, which `WaveEmbeddings` keeps here for
+        # the n-grams of the next ones
         self.past_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seq_length
 
     def update_length(self, token_mask: torch.Tensor | None, batch_size: int, seq_length: int, device):
-        """Count the tokens of a forward call; the layers have already added their energies."""
+        """Count the tokens of a forward call (`token_mask` (B, T) marks the real ones; None: all)."""
         new_tokens = torch.full((batch_size,), seq_length, device=device)
         if token_mask is not None:
-            new_tokens = token_mask.squeeze(-1).sum(dim=1).long()  # (B,)
+            new_tokens = token_mask.sum(dim=1).long()  # (B,)
         self.seen_tokens = new_tokens if self.seen_tokens is None else self.seen_tokens + new_tokens
         self.seq_length += seq_length
-
-    def remember_tokens(self, input_ids: torch.Tensor, real_tokens: torch.Tensor):
-        """Keep the last `ngram_context` ids and real-token flags (B, ngram_context) for the next call's n-grams."""
-        if self.ngram_context == 0:
-            return
-        if self.past_tokens is not None:
-            input_ids = torch.cat([self.past_tokens[0], input_ids], dim=1)
-            real_tokens = torch.cat([self.past_tokens[1], real_tokens], dim=1)
-        missing = self.ngram_context - input_ids.shape[1]  # a first prompt shorter than the context
-        if missing > 0:
-            input_ids = torch.cat([input_ids.new_zeros(input_ids.shape[0], missing), input_ids], dim=1)
-            real_tokens = torch.cat([real_tokens.new_zeros(real_tokens.shape[0], missing), real_tokens], dim=1)
-        self.past_tokens = (input_ids[:, -self.ngram_context :], real_tokens[:, -self.ngram_context :])
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         """Follow the beams that beam search keeps."""
@@ -511,13 +497,9 @@ class WaveCache:
 
 @dataclass
 class WaveModelOutput(BaseModelOutputWithPooling):
-    """`BaseModelOutputWithPooling` plus the `WaveCache` of a causal model, under the installed Transformers' name for
-    the cache of an output (`CACHE_NAME`)."""
+    """`BaseModelOutputWithPooling` plus the `WaveCache` of a causal model."""
 
-    if CACHE_NAME == "cache":
-        cache: WaveCache | None = None
-    else:
-        past_key_values: WaveCache | None = None
+    cache: WaveCache | None = None
 
 
 def _upcast_half(x: torch.Tensor) -> torch.Tensor:
@@ -613,7 +595,7 @@ class WaveModel(WavePreTrainedModel):
         cache (`WaveCache`, *optional*):
             Causal models (`config.is_decoder`) only: the running sums of earlier calls, updated in place, so that
             the input holds only the new tokens. `attention_mask` may cover the earlier tokens too (as `generate`
-            passes it). Also taken as `past_key_values`, its name before transformers 5.24.
+            passes it). Also taken as `past_key_values`, its name before transformers 5.24 (deprecated).
         use_cache (`bool`, *optional*):
             Causal models only: return the `WaveCache` (a new one if none is passed). Defaults to `config.use_cache`.
         kwargs (`TransformersKwargs`, *optional*):
@@ -629,38 +611,25 @@ class WaveModel(WavePreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         cache = self._prepare_cache(cache, use_cache)
-        past_length = 0 if cache is None else cache.get_seq_length()
-        batch_size, seq_length = self._check_inputs(input_ids, attention_mask, inputs_embeds, past_length)
+        batch_size, seq_length = self._check_inputs(input_ids, attention_mask, inputs_embeds, cache)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if attention_mask is not None:
-            attention_mask = attention_mask[:, -seq_length:]  # the new tokens' part of a mask that covers the past
 
-        token_mask = None if attention_mask is None else (attention_mask != 0).unsqueeze(-1)  # (B, T, 1)
+        token_mask = self._token_mask(attention_mask, seq_length)  # (B, T) bool, or None: every token is real
         if position_ids is None:
-            past_tokens = None if cache is None else cache.seen_tokens
-            position_ids = self._position_ids(attention_mask, batch_size, seq_length, device, past_tokens)
+            position_ids = self._position_ids(token_mask, batch_size, seq_length, device, cache)
         self._check_positions(position_ids)
-
-        real_tokens = None  # (B, T) bool, for the n-gram embeddings
-        if self.embeddings.ngram_sizes:
-            real_tokens = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask[..., 0]
-        past_tokens = None if cache is None else cache.past_tokens
-        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, real_tokens, past_tokens)  # (B, T, D)
-        if cache is not None and real_tokens is not None:
-            cache.remember_tokens(input_ids, real_tokens)
-        if token_mask is not None:
-            token_mask = token_mask.to(_upcast_half(hidden_states).dtype)
-        wave_mask = self._drop_tokens(token_mask, hidden_states)
-        sequence_output, all_hidden_states = self.encoder(hidden_states, wave_mask, output_hidden_states, cache)
         if cache is not None:
             cache.update_length(token_mask, batch_size, seq_length, device)
-        pooled_output = pool_text(sequence_output, wave_mask, self.config.pooling)  # (B, D)
+        token_mask = self._drop_tokens(token_mask, batch_size, seq_length, device)
 
+        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, token_mask, cache)  # (B, T, D)
+        sequence_output, all_hidden_states = self.encoder(hidden_states, token_mask, output_hidden_states, cache)
+        pooled_output = pool_text(sequence_output, token_mask, self.config.pooling)  # (B, D)
         return WaveModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
             hidden_states=all_hidden_states,
-            **{CACHE_NAME: cache},
+            cache=cache,
         )
 
     def _prepare_cache(self, cache, use_cache):
@@ -682,27 +651,34 @@ class WaveModel(WavePreTrainedModel):
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         return WaveCache(self.config) if cache is None and use_cache else cache
 
-    def _drop_tokens(self, token_mask, hidden_states):
-        """Token dropout (`config.token_dropout_prob`): while training, hide a random share of the real tokens from
-        the wave and the pooling, as if they were pads. (B, T, 1) -> (B, T, 1)."""
+    @staticmethod
+    def _token_mask(attention_mask, seq_length):
+        """Which positions are real tokens, (B, T) bool, from an `attention_mask` that may also cover cached tokens."""
+        if attention_mask is None:
+            return None
+        return attention_mask[:, -seq_length:] != 0  # the new tokens' part of a mask that covers the past
+
+    def _drop_tokens(self, token_mask, batch_size, seq_length, device):
+        """Token dropout (`config.token_dropout_prob`): while training, a random share of the real tokens becomes
+        padding for the whole of `WaveModel` (the wave, the pooling, and every n-gram that contains one of them),
+        (B, T) -> (B, T). Positions still count them, as they count the tokens a tokenizer truncates in between."""
         if not self.training or self.config.token_dropout_prob == 0:
             return token_mask
-        if token_mask is None:
-            token_mask = hidden_states.new_ones(*hidden_states.shape[:2], 1, dtype=_upcast_half(hidden_states).dtype)
-        kept = torch.rand(token_mask.shape, device=token_mask.device) >= self.config.token_dropout_prob
-        return token_mask * kept
+        kept = torch.rand(batch_size, seq_length, device=device) >= self.config.token_dropout_prob
+        return kept if token_mask is None else token_mask & kept
 
     @staticmethod
-    def _position_ids(attention_mask, batch_size, seq_length, device, past_tokens=None):
-        """Count positions over real tokens only, so left padding does not shift them; continue after the
-        `past_tokens` (B,) real tokens that a cache has already seen."""
-        if attention_mask is None:
+    def _position_ids(token_mask, batch_size, seq_length, device, cache=None):
+        """Count positions over real tokens only, so left padding does not shift them; continue after the real
+        tokens that a cache has already seen."""
+        if token_mask is None:
             positions = torch.arange(seq_length, device=device).expand(batch_size, seq_length)
         else:
-            positions = ((attention_mask != 0).long().cumsum(dim=-1) - 1).clamp_min(0)
-        return positions if past_tokens is None else positions + past_tokens.unsqueeze(-1)
+            positions = (token_mask.long().cumsum(dim=-1) - 1).clamp_min(0)
+        seen = None if cache is None else cache.seen_tokens
+        return positions if seen is None else positions + seen.unsqueeze(-1)
 
-    def _check_inputs(self, input_ids, attention_mask, inputs_embeds, past_length=0):
+    def _check_inputs(self, input_ids, attention_mask, inputs_embeds, cache=None):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         if input_ids is None and self.config.ngram_sizes:
@@ -735,6 +711,7 @@ class WaveModel(WavePreTrainedModel):
             shape = tuple(inputs_embeds.shape[:2])
         if shape[1] == 0:
             raise ValueError("The input has sequence length 0: a text needs at least one token.")
+        past_length = 0 if cache is None else cache.get_seq_length()
         with_past = (shape[0], past_length + shape[1])  # a mask that also covers the cached tokens
         if attention_mask is not None and tuple(attention_mask.shape) not in (shape, with_past):
             also = f" (or cover the {past_length} cached tokens too)" if past_length else ""
@@ -796,36 +773,33 @@ class WaveForSequenceClassification(WavePreTrainedModel):
         if self.wide is not None:
             if input_ids is None:
                 raise ValueError("The wide part (`wide_ngram_sizes`) hashes token ids: pass `input_ids`.")
-            logits = logits + self.wide(input_ids, attention_mask).to(logits.dtype)
+            logits = logits + self.wide(input_ids, attention_mask).to(device=logits.device, dtype=logits.dtype)
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss `BertForSequenceClassification` picks for `problem_type`, inferred from the labels if unset."""
+        """Transformers' `ForSequenceClassificationLoss` (the loss `BertForSequenceClassification` picks for
+        `problem_type`, inferred from the labels if unset), after checks that name what is wrong with the labels."""
         labels = labels.to(logits.device)
         if labels.shape[0] != logits.shape[0]:
             raise ValueError(f"Got {labels.shape[0]} labels for a batch of {logits.shape[0]} texts.")
-        if self.config.problem_type is None:
+        if self.config.problem_type is None:  # the library's rule, decided here so that the checks know it
             if self.num_labels == 1:
                 self.config.problem_type = "regression"
             elif labels.dtype in (torch.long, torch.int):
                 self.config.problem_type = "single_label_classification"
             else:
                 self.config.problem_type = "multi_label_classification"
-
-        if self.config.problem_type == "regression":
-            if self.num_labels == 1:
-                return MSELoss()(logits.squeeze(), labels.squeeze().to(logits.dtype))
-            return MSELoss()(logits, labels.to(logits.dtype))
         if self.config.problem_type == "single_label_classification":
             _check_class_labels(labels, self.num_labels)
-            return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
-        if labels.shape != logits.shape:
-            raise ValueError(
-                f"Multi-label targets must have shape (batch_size, num_labels={self.num_labels}), "
-                f"got {tuple(labels.shape)}."
-            )
-        return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+        else:  # regression and multi-label targets are real numbers
+            if self.config.problem_type == "multi_label_classification" and labels.shape != logits.shape:
+                raise ValueError(
+                    f"Multi-label targets must have shape (batch_size, num_labels={self.num_labels}), "
+                    f"got {tuple(labels.shape)}."
+                )
+            labels = labels.to(logits.dtype)
+        return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
 
 
 def _check_class_labels(labels: torch.Tensor, num_labels: int):
@@ -1003,7 +977,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
         logits = self.lm_head(outputs.last_hidden_state[:, kept])  # (B, T or kept, V)
         loss = None if labels is None else self._loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, cache=outputs.cache
         )
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:

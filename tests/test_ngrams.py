@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_causal_lm import cache_of, causal_lm, left_pad
+from test_causal_lm import causal_lm, left_pad
 from test_heads import run_remote_child
 from test_modeling_wave import WaveModelTester, randomize_parameters
 
@@ -244,11 +244,11 @@ def test_incremental_decoding_with_ngrams_equals_recomputing_the_prefix():
     out = model(input_ids=input_ids[:, :1], attention_mask=attention_mask[:, :1], use_cache=True)
     steps = [out.logits]
     for t in range(1, 9):
-        step = model(input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], cache=cache_of(out))
+        step = model(input_ids=input_ids[:, t : t + 1], attention_mask=attention_mask[:, : t + 1], cache=out.cache)
         steps.append(step.logits)
     real = attention_mask.bool()
     torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], rtol=0, atol=1e-5)
-    assert cache_of(out).past_tokens[0].shape == (3, 2)  # trigrams: the last two tokens
+    assert out.cache.past_tokens[0].shape == (3, 2)  # trigrams: the last two tokens
 
 
 def test_generate_with_ngrams_equals_generate_without_cache():
@@ -271,6 +271,22 @@ def test_token_dropout_acts_in_training_only():
     first, second = model(**inputs).pooler_output, model(**inputs).pooler_output
     assert not torch.allclose(first, second)
     assert torch.isfinite(first).all()
+
+
+def test_a_dropped_token_is_padding_for_the_ngrams_too():
+    """Token dropout turns a token into padding for all of `WaveModel`: a training forward pass equals an evaluation
+    pass in which the dropped tokens are masked out, n-grams included (no n-gram that contains one reaches the wave)."""
+    config, inputs, _ = ngram_tester(
+        token_dropout_prob=0.5, hidden_dropout_prob=0.0, ngram_dropout_prob=0.0, position_embedding_type="none"
+    ).prepare_config_and_inputs()
+    model = randomize_parameters(WaveModel(config))
+    masks = []
+    model.encoder.register_forward_pre_hook(lambda module, args: masks.append(args[1]))
+    trained = model.train()(**inputs).last_hidden_state
+    kept = masks[-1].reshape(inputs["input_ids"].shape) != 0  # (B, T): the real tokens the dropout kept
+    assert (kept.sum() < inputs["attention_mask"].sum()) and kept.any()
+    as_padding = model.eval()(input_ids=inputs["input_ids"], attention_mask=kept.long()).last_hidden_state
+    torch.testing.assert_close(trained * kept.unsqueeze(-1), as_padding * kept.unsqueeze(-1))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -342,7 +358,40 @@ def test_no_wave_layer_is_a_bag_of_embeddings():
     model = WaveModel(config).eval()
     assert len(model.encoder.layer) == 0
     real = inputs["attention_mask"].bool()
-    embeddings = model.embeddings(inputs["input_ids"], None, real_tokens=real)  # (B, T, D)
+    embeddings = model.embeddings(inputs["input_ids"], None, token_mask=real)  # (B, T, D)
     mask = real.unsqueeze(-1).float()
     expected = (embeddings * mask).sum(1) / mask.sum(1)
     torch.testing.assert_close(model(**inputs).pooler_output, expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints saved before the refactor of WaveModel, WaveEmbeddings and WaveCache (issue 23)
+
+BEFORE_REFACTOR = Path(__file__).parent / "fixtures" / "checkpoint-before-refactor"
+
+
+def load_checkpoint_before_refactor(tmp_path, name, model_class):
+    """A model saved by the code before the refactor (`fixtures/checkpoint-before-refactor/<name>`), its record."""
+    record = json.loads((BEFORE_REFACTOR / name / "checkpoint.json").read_text())
+    (tmp_path / "config.json").write_text((BEFORE_REFACTOR / name / "config.json").read_text())
+    save_file({k: torch.tensor(v) for k, v in record["state_dict"].items()}, tmp_path / "model.safetensors")
+    inputs = json.loads((BEFORE_REFACTOR / "inputs.json").read_text())
+    inputs = {key: torch.tensor(inputs[key]) for key in ("input_ids", "attention_mask")}
+    return model_class.from_pretrained(tmp_path).eval(), inputs, record
+
+
+def test_a_classifier_saved_before_the_refactor_predicts_bit_exactly_as_before(tmp_path):
+    model, inputs, record = load_checkpoint_before_refactor(tmp_path, "sequence-classification", AutoModelForSequenceClassification)
+    assert model.wide is not None and model.config.ngram_sizes == [2, 3]
+    torch.testing.assert_close(model(**inputs).logits, torch.tensor(record["logits"]), rtol=0, atol=0)
+
+
+def test_a_language_model_saved_before_the_refactor_generates_bit_exactly_as_before(tmp_path):
+    model, inputs, record = load_checkpoint_before_refactor(tmp_path, "causal-lm", WaveForCausalLM)
+    torch.testing.assert_close(model(**inputs).logits, torch.tensor(record["logits"]), rtol=0, atol=0)
+    generated = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert generated.tolist() == record["generated"]
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    cache = model(input_ids=ids[:, :5], attention_mask=mask[:, :5], use_cache=True).cache
+    second = model(input_ids=ids[:, 5:], attention_mask=mask, cache=cache, use_cache=True).logits
+    torch.testing.assert_close(second, torch.tensor(record["cached_logits"]), rtol=0, atol=0)

@@ -5,6 +5,7 @@ from the same `ModelArguments`, so that the two scripts train the same thing.
 """
 
 import collections
+import contextlib
 import inspect
 import json
 import logging
@@ -26,9 +27,16 @@ from transformers.trainer_utils import get_last_checkpoint
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from wave_examples import option, repo_path
 from wave_examples.arguments import parse_preset_arguments
-from wave_examples.data import DataArguments
+from wave_examples.data import (
+    DataArguments,
+    build_compute_metrics,
+    load_raw_splits,
+    load_tokenizer,
+    tokenize_splits,
+    truncate_splits,
+)
 from wave_examples.hub import resolve_pretrained_path
-from wave_examples.schedule import ScheduleArguments
+from wave_examples.schedule import ScheduleArguments, apply_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +90,11 @@ def parse_classification_arguments(argv: list[str]) -> tuple:
     """`preset.json [--key value ...]` into the argument dataclasses of `run_classification.py`: `ModelArguments`,
     `DataArguments`, `TrainingArguments` and `ScheduleArguments`."""
     dataclass_types = (ModelArguments, DataArguments, TrainingArguments, ScheduleArguments)
-    model_args, data_args, training_args, schedule_args = parse_preset_arguments(dataclass_types, argv)
+    return check_classification_arguments(*parse_preset_arguments(dataclass_types, argv))
+
+
+def check_classification_arguments(model_args, data_args, training_args, schedule_args) -> tuple:
+    """Refuse a run with no model; Trainer's DDP default for a model whose every parameter gets a gradient."""
     if model_args.config_name is None and model_args.model_name_or_path is None:
         raise ValueError("Give config_name (train from scratch) or model_name_or_path (fine-tune a checkpoint).")
     if model_args.config_name is not None:
@@ -93,6 +105,52 @@ def parse_classification_arguments(argv: list[str]) -> tuple:
         # --ddp_find_unused_parameters true.
         training_args.ddp_find_unused_parameters = False
     return model_args, data_args, training_args, schedule_args
+
+
+def prepare_classification(model_args, data_args, training_args, schedule_args, phase=None):
+    """The model, the tokenized splits and the `ClassificationTrainer` of `run_classification.py`.
+
+    `phase(name)` is a context manager around each stage ("model", "data", "tokenization"); the profiler
+    (`examples/profile_training.py`) times them with it. Returns `(trainer, tokenized, label_names)`.
+    """
+    phase = phase or (lambda name: contextlib.nullcontext())
+    with phase("data"):
+        raw, label_names = load_raw_splits(data_args, seed=training_args.seed)
+    logger.info(f"Splits: { {split: len(dataset) for split, dataset in raw.items()} }; classes {label_names}")
+    with phase("model"):
+        checkpoint_tokenizer = model_args.model_name_or_path if model_args.model_name_or_path else None
+        tokenizer = load_tokenizer(model_args.tokenizer_name or checkpoint_tokenizer)
+        model = build_model(model_args, label_names)
+        if model_args.word_embeddings_from:
+            init_word_embeddings(model, model_args.word_embeddings_from, tokenizer)
+        if model_args.freeze_word_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+
+    longest = model.config.max_position_embeddings  # the schedule may shorten the texts, never lengthen them
+    with phase("tokenization"), training_args.main_process_first(desc="tokenizing"):
+        tokenized = tokenize_splits(
+            raw, tokenizer, longest if schedule_args.schedule == "data" else data_args.max_seq_length
+        )
+        lengths = [len(ids) for ids in tokenized["train"]["input_ids"]]
+        max_seq_length = apply_schedule(lengths, schedule_args, data_args, training_args, cap=longest)
+        if schedule_args.schedule == "data" and max_seq_length < longest:
+            tokenized = truncate_splits(tokenized, max_seq_length)
+    logger.info(
+        f"{type(model).__name__}: {model.num_parameters():,} parameters "
+        f"({model.num_parameters(exclude_embeddings=True):,} without embeddings)"
+    )
+    trainer = ClassificationTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(len(label_names)),
+        card_info={"license": model_args.model_card_license, "dataset": data_args.dataset_name},
+        wide_learning_rate=model_args.wide_learning_rate,
+        embedding_learning_rate=model_args.embedding_learning_rate,
+    )
+    return trainer, tokenized, label_names
 
 
 def build_model(model_args: ModelArguments, label_names: list[str]):
