@@ -6,14 +6,16 @@
 
 For users who write their own loop: `Accelerator`, `prepare`, `backward`, `gather_for_metrics`, `save_state` /
 `load_state` and the model saved with `save_pretrained`. It takes the same preset and options as
-`run_classification.py` (`ModelArguments`, `DataArguments`, `TrainingArguments`; `wave_examples.training`) and the
-same data, tokenizer and metrics (`wave_examples.data`). Of `TrainingArguments` the loop reads: output_dir, seed,
-data_seed, do_train, learning_rate, weight_decay, adam_beta1/2, adam_epsilon, per_device_train/eval_batch_size,
-num_train_epochs, max_steps, gradient_accumulation_steps, max_grad_norm, lr_scheduler_type, warmup_steps,
-logging_steps, eval_strategy / eval_steps, save_strategy / save_steps, save_total_limit, load_best_model_at_end /
-metric_for_best_model / greater_is_better, resume_from_checkpoint, use_cpu, bf16 / fp16, dataloader_num_workers,
-ddp_find_unused_parameters, disable_tqdm and report_to. Trainer-only features (push_to_hub, ...) are ignored: use
-run_classification.py for those.
+`run_classification.py` (`ModelArguments`, `DataArguments`, `TrainingArguments`, `ScheduleArguments`) and trains the
+same model: the model, data and schedule come from `wave_examples.training.prepare_model_and_data`, the optimizer
+and its parameter groups (wide and embedding learning rates, frozen tables, `LazyAdamW` for sparse tables) from
+`wave_examples.training.build_optimizer`, both shared with `run_classification.py`. Of `TrainingArguments` the loop
+reads: output_dir, seed, data_seed, do_train, optim, learning_rate, weight_decay, adam_beta1/2, adam_epsilon,
+per_device_train/eval_batch_size, train_sampling_strategy (random or group_by_length), num_train_epochs, max_steps,
+gradient_accumulation_steps, max_grad_norm, lr_scheduler_type, warmup_steps, logging_steps, eval_strategy /
+eval_steps, save_strategy / save_steps, save_total_limit, load_best_model_at_end / metric_for_best_model /
+greater_is_better, resume_from_checkpoint, use_cpu, bf16 / fp16, dataloader_num_workers, ddp_find_unused_parameters,
+disable_tqdm and report_to. What only Trainer does is refused by name (`refuse_what_this_loop_cannot_honour`).
 
 Checkpoints are `output_dir/checkpoint-<step>` folders written by `accelerator.save_state` (model, optimizer,
 scheduler, random states, loop position); `--resume_from_checkpoint <folder>` continues from one with
@@ -36,11 +38,18 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_scheduler, set_seed
-from transformers.loss.loss_utils import ForSequenceClassificationLoss
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import rotate_checkpoints
 
-from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
-from wave_examples.training import build_model, init_word_embeddings, last_checkpoint, parse_classification_arguments
+from wave_examples.data import build_compute_metrics
+from wave_examples.training import (
+    build_optimizer,
+    clip_sparse_aware_grad_norm,
+    last_checkpoint,
+    parse_classification_arguments,
+    prepare_model_and_data,
+    sparse_gradient_parameters,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +121,14 @@ def warn_if_setup_ignored(accelerator: Accelerator):
             )
 
 
-def refuse_what_this_loop_cannot_honour(model_args, schedule_args):
-    """Options that only `run_classification.py` (Trainer and `ClassificationTrainer`) applies: refused by name rather
-    than silently training another model."""
+def refuse_what_this_loop_cannot_honour(training_args, accelerator: Accelerator):
+    """Options that only Trainer (`run_classification.py`) applies: refused by name rather than silently training
+    another model."""
     refused = {
-        "--schedule data (this loop trains the epochs / max_steps given)": schedule_args.schedule != "fixed",
-        "--wide_learning_rate (one learning rate for every parameter here)": model_args.wide_learning_rate is not None,
-        "--embedding_learning_rate (one learning rate for every parameter here)": (
-            model_args.embedding_learning_rate is not None
+        "--torch_compile (Trainer compiles the model; here, compile it yourself)": training_args.torch_compile,
+        "--push_to_hub (Trainer's; push the saved folder with `huggingface_hub`)": training_args.push_to_hub,
+        f"--train_sampling_strategy {training_args.train_sampling_strategy} (random or group_by_length here)": (
+            training_args.train_sampling_strategy not in ("random", "group_by_length")
         ),
     }
     named = [option for option, given in refused.items() if given]
@@ -130,20 +139,48 @@ def refuse_what_this_loop_cannot_honour(model_args, schedule_args):
         )
 
 
-def refuse_sparse_tables(model):
-    if getattr(model.config, "sparse_embeddings", False):
+def refuse_sparse_tables_across_processes(model, accelerator: Accelerator):
+    """Sparse gradients (`sparse_embeddings`) in one process only: DDP would have to all-reduce them, untested here."""
+    if sparse_gradient_parameters(model) and accelerator.num_processes > 1:
         raise ValueError(
-            "The model's config has sparse_embeddings=true (sparse gradients for the embedding tables), which this "
-            "loop's AdamW cannot step: use run_classification.py (LazyAdamW), or --config_overrides "
-            "sparse_embeddings=false."
+            f"The model's config has sparse_embeddings=true (sparse gradients for the embedding tables), which this loop "
+            f"steps in one process only, not across {accelerator.num_processes}: --config_overrides "
+            "sparse_embeddings=false, or one process."
         )
 
 
-def optimizer_groups(model, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices and embeddings only, not on biases and LayerNorm weights (as Trainer)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Trainer's `group_by_length` order (texts of similar length batched together), drawn from `seed + epoch`, so that
+    every process draws the same order and a resumed run replays its epoch (`set_epoch`)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int):
+        self.generator.manual_seed(self.seed + epoch)
+
+
+def train_dataloader_for(dataset, training_args, collator) -> DataLoader:
+    """Shuffled batches, or (`train_sampling_strategy="group_by_length"`) batches of texts of similar length."""
+    options = {"collate_fn": collator, "num_workers": training_args.dataloader_num_workers}
+    batch_size = training_args.per_device_train_batch_size
+    if training_args.train_sampling_strategy != "group_by_length":
+        return DataLoader(dataset, shuffle=True, batch_size=batch_size, **options)
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    sampler = EpochSeededLengthGroupedSampler(batch_size * training_args.gradient_accumulation_steps, lengths, seed)
+    return DataLoader(dataset, sampler=sampler, batch_size=batch_size, **options)
+
+
+def clip_gradients(accelerator: Accelerator, model, max_norm: float):
+    """`accelerator.clip_grad_norm_`, or for sparse tables `clip_sparse_aware_grad_norm` (as `ClassificationTrainer`)."""
+    parameters = list(model.parameters())
+    if not any(p.grad is not None and p.grad.is_sparse for p in parameters):
+        return accelerator.clip_grad_norm_(parameters, max_norm)
+    accelerator.unscale_gradients()
+    return clip_sparse_aware_grad_norm(parameters, max_norm)
 
 
 def evaluate(accelerator: Accelerator, model, dataloader, compute_metrics, prefix: str) -> dict:
@@ -161,7 +198,8 @@ def evaluate(accelerator: Accelerator, model, dataloader, compute_metrics, prefi
     model.train()
     logits, labels = torch.cat(logits), torch.cat(labels)  # (N, num_labels), (N,)
     metrics = compute_metrics((logits.numpy(), labels.numpy()))
-    metrics["loss"] = ForSequenceClassificationLoss(labels, logits, accelerator.unwrap_model(model).config).item()
+    unwrapped = accelerator.unwrap_model(model)
+    metrics["loss"] = unwrapped.loss_function(labels, logits, unwrapped.config).item()  # the training loss, on all
     return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
 
@@ -267,7 +305,7 @@ def train(accelerator, training_args, model, optimizer, train_dataloader, eval_d
                 loss = model(**batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and training_args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
+                    clip_gradients(accelerator, model, training_args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             running_loss += loss.detach().float()
@@ -323,8 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args, schedule_args = parse_classification_arguments(
         sys.argv[1:] if argv is None else argv
     )
-    refuse_what_this_loop_cannot_honour(model_args, schedule_args)
     accelerator = build_accelerator(training_args)
+    refuse_what_this_loop_cannot_honour(training_args, accelerator)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     if not accelerator.is_local_main_process:
@@ -332,31 +370,24 @@ def main(argv: list[str] | None = None) -> dict:
     warn_if_setup_ignored(accelerator)
     set_seed(training_args.seed)
 
-    raw, label_names = load_raw_splits(data_args, seed=training_args.seed)
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
-    with accelerator.main_process_first():  # the others then read the tokenized splits from the datasets cache
-        tokenized = tokenize_splits(raw, tokenizer, data_args.max_seq_length)
-    model = build_model(model_args, label_names)
-    refuse_sparse_tables(model)
-    if model_args.word_embeddings_from:
-        init_word_embeddings(model, model_args.word_embeddings_from, tokenizer)
-    accelerator.print(f"{type(model).__name__}: {model.num_parameters():,} parameters")
+    # The others read the tokenized splits from the datasets cache (`main_process_first` inside).
+    model, tokenizer, tokenized, label_names = prepare_model_and_data(
+        model_args, data_args, training_args, schedule_args
+    )
+    refuse_sparse_tables_across_processes(model, accelerator)
 
     collator = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest text
-    loader_options = {"collate_fn": collator, "num_workers": training_args.dataloader_num_workers}
-    train_dataloader = DataLoader(
-        tokenized["train"], shuffle=True, batch_size=training_args.per_device_train_batch_size, **loader_options
-    )
+    train_dataloader = train_dataloader_for(tokenized["train"], training_args, collator)
     eval_dataloaders = [
-        DataLoader(tokenized[split], batch_size=training_args.per_device_eval_batch_size, **loader_options)
+        DataLoader(
+            tokenized[split],
+            batch_size=training_args.per_device_eval_batch_size,
+            collate_fn=collator,
+            num_workers=training_args.dataloader_num_workers,
+        )
         for split in ("validation", "test")
     ]
-    optimizer = torch.optim.AdamW(
-        optimizer_groups(model, training_args.weight_decay),
-        lr=training_args.learning_rate,
-        betas=(training_args.adam_beta1, training_args.adam_beta2),
-        eps=training_args.adam_epsilon,
-    )
+    optimizer = build_optimizer(model, training_args, model_args.wide_learning_rate, model_args.embedding_learning_rate)
     model, optimizer, train_dataloader, validation_dataloader, test_dataloader = accelerator.prepare(
         model, optimizer, train_dataloader, *eval_dataloaders
     )

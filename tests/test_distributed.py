@@ -397,18 +397,19 @@ def save_record(out: Path, record: dict):
 
 def trainer_driver(out: Path, args: list[str]):
     """run_classification.main, with its Trainer recorded: what each rank trained on, and its final weights."""
-    run_classification = load_example("run_classification")
+    import wave_examples.training
 
+    run_classification = load_example("run_classification")
     seen = {}
 
-    class RecordingTrainer(run_classification.ClassificationTrainer):
+    class RecordingTrainer(wave_examples.training.ClassificationTrainer):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             seen["trainer"], seen["batches"], seen["facts"] = self, [], distributed_facts()
             seen["initial_state_dict"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             record_training_batches(self.model, seen["batches"])
 
-    run_classification.ClassificationTrainer = RecordingTrainer
+    wave_examples.training.ClassificationTrainer = RecordingTrainer  # what `prepare_classification` builds
     results = run_classification.main(args)
     trainer = seen["trainer"]
     save_record(out, {

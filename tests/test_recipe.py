@@ -293,17 +293,108 @@ def test_the_hash_spread_example_shows_the_legacy_hash_crowding(tmp_path):
     assert (tmp_path / "hash_spread.md").read_text().count("| legacy |") == 1
 
 
-def test_the_accelerate_loop_refuses_what_it_cannot_honour_by_name(tmp_path):
+# ----------------------------------------------------------------------------------------------------------------
+# One preset, one model: Trainer and the Accelerate loop
+
+
+def tiny_recipe_argv(output_dir, *extra) -> list[str]:
+    """The main job's preset on 200 TREC questions, with small tables."""
+    return [
+        "configuration/wave-recipe.json", "--data_dir", str(shared_data_dir("trec")), "--output_dir", str(output_dir),
+        "--max_train_samples", "200", "--max_eval_samples", "40", "--max_test_samples", "40", "--disable_tqdm", "true",
+        "--config_overrides", "ngram_buckets=1000,wide_buckets=4096", *extra,
+    ]  # fmt: skip
+
+
+def optimizer_layout(model, optimizer) -> dict:
+    """What an optimizer does to a model: per group its learning rate, weight decay, parameter names and which
+    parameters get a sparse (lazy) update; and the frozen parameters."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate wraps the optimizer
+    sparse = {id(p) for group in getattr(inner, "sparse", inner).param_groups for p in group["params"]}
+    sparse = sparse if isinstance(inner, LazyAdamW) else set()
+    groups = sorted(
+        (group["lr"], group.get("weight_decay", 0.0), tuple(sorted(names[id(p)] for p in group["params"])),
+         tuple(sorted(names[id(p)] for p in group["params"] if id(p) in sparse)))
+        for group in inner.param_groups
+    )  # fmt: skip
+    return {"groups": groups, "frozen": sorted(n for n, p in model.named_parameters() if not p.requires_grad),
+            "optimizer": type(inner).__name__}
+
+
+def through_both_loops(tmp_path, monkeypatch, *extra):
+    """The optimizer layout and derived schedule of the same arguments in `run_classification.py`'s Trainer and in
+    `train_accelerate.py`'s loop (its `train` replaced by a probe: nothing is trained)."""
+    from wave_examples.training import parse_classification_arguments, prepare_classification
+
+    model_args, data_args, training_args, schedule_args = parse_classification_arguments(
+        tiny_recipe_argv(tmp_path / "trainer", *extra)
+    )
+    trainer, _, _ = prepare_classification(model_args, data_args, training_args, schedule_args)
+    trainer_side = optimizer_layout(trainer.model, trainer.create_optimizer())
+    trainer_side["schedule"] = (training_args.max_steps, training_args.eval_steps, data_args.max_seq_length)
+
     train_accelerate = load_example("train_accelerate")
-    with pytest.raises(ValueError, match="--schedule data.*--wide_learning_rate"):
-        train_accelerate.main(["configuration/wave-recipe.json", "--output_dir", str(tmp_path)])
+    seen = {}
+
+    def probe(accelerator, loop_args, model, optimizer, *rest):
+        seen.update(optimizer_layout(accelerator.unwrap_model(model), optimizer))
+        seen["schedule"] = (loop_args.max_steps, loop_args.eval_steps, seen_length["value"])
+        return {}
+
+    seen_length = {}
+    prepare = train_accelerate.prepare_model_and_data
+
+    def prepare_and_note_length(model_args, data_args, *args):
+        prepared = prepare(model_args, data_args, *args)
+        seen_length["value"] = data_args.max_seq_length
+        return prepared
+
+    monkeypatch.setattr(train_accelerate, "train", probe)
+    monkeypatch.setattr(train_accelerate, "prepare_model_and_data", prepare_and_note_length)
+    train_accelerate.main(tiny_recipe_argv(tmp_path / "accelerate", *extra))
+    return trainer_side, seen
 
 
-def test_the_accelerate_loop_refuses_sparse_tables():
+def test_the_main_preset_trains_the_same_model_through_trainer_and_accelerate(tmp_path, monkeypatch):
+    trainer_side, accelerate_side = through_both_loops(tmp_path, monkeypatch)
+    assert trainer_side == accelerate_side
+    rates = {lr for lr, *_ in trainer_side["groups"]}
+    assert rates == {1e-3, 0.03} and trainer_side["optimizer"] == "LazyAdamW"  # the wide part has its own rate
+    assert any(sparse for *_, sparse in trainer_side["groups"])
+
+
+def test_frozen_tables_and_embedding_rates_are_the_same_in_both_loops(tmp_path, monkeypatch):
+    extra = ("--freeze_word_embeddings", "true", "--embedding_learning_rate", "0.01")
+    trainer_side, accelerate_side = through_both_loops(tmp_path, monkeypatch, *extra)
+    assert trainer_side == accelerate_side
+    assert trainer_side["frozen"] == ["wave.embeddings.word_embeddings.weight"]
+    assert {lr for lr, *_ in trainer_side["groups"]} == {1e-3, 0.03, 0.01}
+
+
+def test_the_accelerate_loop_trains_the_main_preset(tmp_path):
+    """Sparse tables (LazyAdamW, sparse-aware clipping), group_by_length and the derived schedule, end to end."""
+    train_accelerate = load_example("train_accelerate")
+    results = train_accelerate.main(tiny_recipe_argv(tmp_path, "--max_steps", "6", "--evaluations", "2"))
+    assert results["train_steps"] == 6 and 0 <= results["test_accuracy"] <= 1
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_the_accelerate_loop_refuses_what_only_trainer_does_by_name(tmp_path):
+    train_accelerate = load_example("train_accelerate")
+    with pytest.raises(ValueError, match="--torch_compile"):
+        train_accelerate.main(tiny_recipe_argv(tmp_path, "--torch_compile", "true"))
+
+
+def test_the_accelerate_loop_refuses_sparse_tables_across_processes():
     train_accelerate = load_example("train_accelerate")
     _, sparse = sparse_and_dense_models()
+
+    class TwoProcesses:
+        num_processes = 2
+
     with pytest.raises(ValueError, match="sparse_embeddings"):
-        train_accelerate.refuse_sparse_tables(sparse)
+        train_accelerate.refuse_sparse_tables_across_processes(sparse, TwoProcesses())
 
 
 @pytest.mark.parametrize("head", ["WaveForMaskedLM", "WaveForCausalLM"])

@@ -107,11 +107,11 @@ def check_classification_arguments(model_args, data_args, training_args, schedul
     return model_args, data_args, training_args, schedule_args
 
 
-def prepare_classification(model_args, data_args, training_args, schedule_args, phase=None):
-    """The model, the tokenized splits and the `ClassificationTrainer` of `run_classification.py`.
-
-    `phase(name)` is a context manager around each stage ("model", "data", "tokenization"); the profiler
-    (`examples/profile_training.py`) times them with it. Returns `(trainer, tokenized, label_names)`.
+def prepare_model_and_data(model_args, data_args, training_args, schedule_args, phase=None):
+    """The model, tokenizer and tokenized splits that both training loops (`run_classification.py`,
+    `train_accelerate.py`) train on: the same options applied the same way. `phase(name)` is a context manager
+    around each stage ("data", "model", "tokenization"); the profiler (`examples/profile_training.py`) times them.
+    Returns `(model, tokenizer, tokenized, label_names)`.
     """
     phase = phase or (lambda name: contextlib.nullcontext())
     with phase("data"):
@@ -127,17 +127,26 @@ def prepare_classification(model_args, data_args, training_args, schedule_args, 
             model.get_input_embeddings().weight.requires_grad_(False)
 
     longest = model.config.max_position_embeddings  # the schedule may shorten the texts, never lengthen them
+    # The schedule and head+tail truncation need every text whole first; the tokenizer's truncation keeps the head.
+    whole_first = schedule_args.schedule == "data" or data_args.truncation == "head_tail"
     with phase("tokenization"), training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_splits(
-            raw, tokenizer, longest if schedule_args.schedule == "data" else data_args.max_seq_length
-        )
+        tokenized = tokenize_splits(raw, tokenizer, longest if whole_first else data_args.max_seq_length)
         lengths = [len(ids) for ids in tokenized["train"]["input_ids"]]
         max_seq_length = apply_schedule(lengths, schedule_args, data_args, training_args, cap=longest)
-        if schedule_args.schedule == "data" and max_seq_length < longest:
-            tokenized = truncate_splits(tokenized, max_seq_length)
+        if whole_first and max_seq_length < longest:
+            tokenized = truncate_splits(tokenized, max_seq_length, data_args.truncation)
     logger.info(
         f"{type(model).__name__}: {model.num_parameters():,} parameters "
         f"({model.num_parameters(exclude_embeddings=True):,} without embeddings)"
+    )
+    return model, tokenizer, tokenized, label_names
+
+
+def prepare_classification(model_args, data_args, training_args, schedule_args, phase=None):
+    """`prepare_model_and_data` and the `ClassificationTrainer` of `run_classification.py` on it.
+    Returns `(trainer, tokenized, label_names)`."""
+    model, tokenizer, tokenized, label_names = prepare_model_and_data(
+        model_args, data_args, training_args, schedule_args, phase
     )
     trainer = ClassificationTrainer(
         model=model,
@@ -279,20 +288,10 @@ class ClassificationTrainer(Trainer):
         self.embedding_learning_rate = embedding_learning_rate
 
     def create_optimizer(self, model=None):
-        """Trainer's optimizer, with the wide part's weights and the embedding tables in parameter groups of their own
-        learning rates (the schedule scales every group alike)."""
-        optimizer = super().create_optimizer(model)
-        wide = getattr(self.model, "wide", None)
-        if self.wide_learning_rate is not None and wide is not None:
-            _move_to_own_groups(optimizer, {id(p) for p in wide.parameters()}, self.wide_learning_rate)
-        if self.embedding_learning_rate is not None:
-            ngram_table = getattr(self.model.base_model.embeddings, "ngram_embeddings", None)
-            tables = {id(m.weight) for m in (self.model.get_input_embeddings(), ngram_table) if m is not None}
-            _move_to_own_groups(optimizer, tables, self.embedding_learning_rate)
-        sparse_ids = sparse_gradient_parameters(self.model)
-        if sparse_ids and isinstance(optimizer, torch.optim.AdamW):  # AdamW refuses sparse gradients
-            self.optimizer = optimizer = LazyAdamW(optimizer.param_groups, sparse_ids, **optimizer.defaults)
-        return optimizer
+        """`build_optimizer`: the parameter groups and optimizer that `train_accelerate.py` builds too."""
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(self.model, self.args, self.wide_learning_rate, self.embedding_learning_rate)
+        return self.optimizer
 
     # Trainer's two gradient-norm hooks (transformers >= 5.25, which the `examples` extra requires): it clips and logs
     # the norm through torch's `clip_grad_norm_`, which refuses sparse gradients.
@@ -332,15 +331,44 @@ class ClassificationTrainer(Trainer):
         card.save(path)
 
 
-def _move_to_own_groups(optimizer, ids: set[int], learning_rate: float):
-    """Move the parameters whose ids are `ids` into groups of their own (one per group they leave, keeping its other
-    settings), at `learning_rate`."""
-    for group in list(optimizer.param_groups):
-        moved = [p for p in group["params"] if id(p) in ids]
-        if moved:
-            group["params"] = [p for p in group["params"] if id(p) not in ids]
-            settings = {key: value for key, value in group.items() if key != "params"}
-            optimizer.add_param_group({**settings, "params": moved, "lr": learning_rate})
+def optimizer_parameter_groups(model, weight_decay: float, wide_learning_rate=None, embedding_learning_rate=None):
+    """The optimizer's parameter groups, the same for Trainer (`ClassificationTrainer`) and `train_accelerate.py`.
+
+    Trainer's two groups (weight decay except on biases and LayerNorm weights; frozen parameters left out), then the
+    wide part's weights at `wide_learning_rate` and the token and n-gram tables at `embedding_learning_rate`, each in
+    groups of their own (one per weight-decay setting) when their rate is given. The schedule scales every group alike.
+    """
+    decay_names = set(Trainer.get_decay_parameter_names(None, model))  # Trainer's rule; the method reads no state
+    own_rates = []  # (ids, learning rate), in the order their groups follow Trainer's two
+    wide = getattr(model, "wide", None)
+    if wide_learning_rate is not None and wide is not None:
+        own_rates.append(({id(p) for p in wide.parameters()}, wide_learning_rate))
+    if embedding_learning_rate is not None:
+        ngram_table = getattr(model.base_model.embeddings, "ngram_embeddings", None)
+        tables = [m for m in (model.get_input_embeddings(), ngram_table) if m is not None]
+        own_rates.append(({id(m.weight) for m in tables}, embedding_learning_rate))
+    with_own_rate = set().union(*(ids for ids, _ in own_rates))
+
+    def group(chosen, decays: bool, **settings) -> dict:
+        params = [p for n, p in model.named_parameters() if p.requires_grad and (n in decay_names) == decays and chosen(p)]
+        return {"params": params, "weight_decay": weight_decay if decays else 0.0, **settings}
+
+    groups = [group(lambda p: id(p) not in with_own_rate, decays) for decays in (True, False)]
+    for ids, rate in own_rates:
+        own = [group(lambda p, ids=ids: id(p) in ids, decays, lr=rate) for decays in (True, False)]
+        groups += [g for g in own if g["params"]]
+    return groups
+
+
+def build_optimizer(model, training_args: TrainingArguments, wide_learning_rate=None, embedding_learning_rate=None):
+    """The optimizer `training_args.optim` names (Trainer's own choice of class and settings) over
+    `optimizer_parameter_groups`; AdamW becomes `LazyAdamW` where the model has sparse tables (`sparse_embeddings`)."""
+    groups = optimizer_parameter_groups(model, training_args.weight_decay, wide_learning_rate, embedding_learning_rate)
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    sparse_ids = sparse_gradient_parameters(model)
+    if sparse_ids and optimizer_cls is torch.optim.AdamW:  # AdamW refuses sparse gradients
+        return LazyAdamW(groups, sparse_ids, **optimizer_kwargs)
+    return optimizer_cls(groups, **optimizer_kwargs)
 
 
 def sparse_gradient_parameters(model) -> set[int]:
