@@ -70,6 +70,16 @@ class Stopwatch:
         self.counts[name] += 1
 
 
+# The parts of a training step, each between two of the marks that `TrainingStepTimer` sets.
+STEP_SPANS = [
+    ("train: forward", "forward_start", "forward_end"),
+    ("train: backward (with the loss)", "forward_end", "clip_start"),
+    ("train: gradient clipping", "clip_start", "clip_end"),
+    ("train: optimizer step", "optimizer_start", "optimizer_end"),
+    ("train: scheduler and zero_grad", "optimizer_end", "step_end"),
+]
+
+
 class TrainingStepTimer(TrainerCallback):
     """The parts of each training step, from Trainer's step callbacks, the model's forward hooks and the clipping."""
 
@@ -107,17 +117,10 @@ class TrainingStepTimer(TrainerCallback):
         self._mark("optimizer_end")
 
     def on_step_end(self, args, state, control, **kwargs):
-        m = {**self.marks, "step_end": time.perf_counter()}
-        spans = {
-            "train: forward": ("forward_start", "forward_end"),
-            "train: backward (with the loss)": ("forward_end", "clip_start"),
-            "train: gradient clipping": ("clip_start", "clip_end"),
-            "train: optimizer step": ("optimizer_start", "optimizer_end"),
-            "train: scheduler and zero_grad": ("optimizer_end", "step_end"),
-        }
-        for name, (start, end) in spans.items():
-            if start in m and end in m:
-                self.watch.add(name, m[end] - m[start])
+        marks = {**self.marks, "step_end": time.perf_counter()}
+        for name, start, end in STEP_SPANS:
+            if start in marks and end in marks:
+                self.watch.add(name, marks[end] - marks[start])
         self.marks = {}
 
 

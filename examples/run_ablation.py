@@ -41,7 +41,7 @@ def markdown_table(results: list[dict]) -> str:
         "| row | what changes | seed | validation accuracy | test accuracy | test macro F1 | train time (s) | command |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in sorted(results, key=lambda r: -r["metrics"]["eval_accuracy"]):  # ranked by validation, never by test
         m = r["metrics"]
         lines.append(
             f"| {r['name']} | {r['description']} | {r['seed']} | {m['eval_accuracy']:.4f} | {m['test_accuracy']:.4f} | "

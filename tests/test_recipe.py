@@ -59,6 +59,24 @@ def test_max_epochs_caps_a_tiny_set(tmp_path):
     assert derived["max_steps"] == 30
 
 
+def test_evaluations_are_as_many_as_the_eval_share_of_the_training_tokens_pays_for(tmp_path):
+    args = ScheduleArguments(min_updates=500, evaluations=6, eval_share=0.25)
+    short = derive_schedule([12] * 4361, args, training_arguments(tmp_path), eval_tokens=12 * 1091)
+    assert short["eval_steps"] == -(-short["max_steps"] // 6)  # 0.25 x 6.0M / 13k tokens: far more than 6
+    four = derive_schedule([40] * 8000, args, training_arguments(tmp_path), eval_tokens=40 * 2000)
+    assert four["max_steps"] == 500 and four["eval_steps"] == 125  # 0.25 x 4 epochs x 320k tokens / 80k = 4
+    long = derive_schedule([300] * 20_000, args, training_arguments(tmp_path), eval_tokens=300 * 5000)
+    assert long["eval_steps"] is None  # 0.25 x 6M / 1.5M = 1: no evaluation during training
+
+
+def test_a_schedule_without_evaluations_keeps_the_last_model_and_a_checkpoint_halfway(tmp_path):
+    data_args = DataArguments()
+    training_args = training_arguments(tmp_path, eval_strategy="steps", save_strategy="steps", load_best_model_at_end=True)
+    apply_schedule([300] * 20_000, ScheduleArguments(schedule="data"), data_args, training_args, 3200, [300] * 5000)
+    assert training_args.eval_strategy == IntervalStrategy.NO and not training_args.load_best_model_at_end
+    assert training_args.save_steps == 157 and training_args.max_steps == 313
+
+
 def test_covering_length_keeps_the_share_of_texts_whole():
     lengths = list(range(1, 1001))
     assert covering_length(lengths, 0.99, cap=3200) == 992  # 990 rounded up to a multiple of 8

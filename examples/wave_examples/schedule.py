@@ -4,7 +4,9 @@ option that the preset or the command line set to something other than its defau
 
     updates  = steps per epoch x epochs, epochs = min_updates / steps per epoch, clipped to [1, max_epochs] and to the
                token budget (max_train_tokens / tokens per epoch, at least 1 epoch)
-    evaluate = every updates / evaluations steps, keeping the checkpoint best on validation
+    evaluate = every updates / evaluations steps, keeping the checkpoint best on validation, with as many evaluations
+               as `eval_share` of the training tokens pays for (at most `evaluations`); one or none: no evaluation
+               during training (the model of the last update is the one evaluated)
     length   = the length that keeps `length_coverage` of the training texts whole, capped by the model's positions
 
 A small set (TREC: 68 updates an epoch at batch 64) gets many epochs; a large one (IMDB: 313 updates) gets one or
@@ -40,11 +42,18 @@ class ScheduleArguments:
     max_epochs: float = option(30.0, "--schedule data: at most this many epochs.")
     max_train_tokens: int = option(4_000_000, "--schedule data: at most this many training tokens (beyond 1 epoch).")
     evaluations: int = option(6, "--schedule data: evaluations on validation during training (the best is kept).")
+    eval_share: float = option(
+        0.25,
+        "--schedule data: the evaluations during training read at most this share of the tokens that training reads "
+        "(long texts: fewer evaluations; fewer than 2: none during training, the last model is kept).",
+    )
     length_coverage: float = option(0.99, "--schedule data: max_seq_length keeps this share of training texts whole.")
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if not 0 <= self.eval_share:
+            raise ValueError(f"--eval_share must be >= 0, got {self.eval_share!r}.")
         if not 0 < self.length_coverage <= 1:
             raise ValueError(f"--length_coverage must be in (0, 1], got {self.length_coverage!r}.")
         for name in ("min_updates", "max_epochs", "max_train_tokens", "evaluations"):
@@ -58,15 +67,20 @@ def covering_length(lengths, coverage: float, cap: int) -> int:
     return min(cap, 8 * math.ceil(length / 8))
 
 
-def derive_schedule(lengths: list[int], args: ScheduleArguments, training_args: TrainingArguments) -> dict:
-    """The derived values for a training set whose (already capped) token lengths are `lengths`."""
+def derive_schedule(
+    lengths: list[int], args: ScheduleArguments, training_args: TrainingArguments, eval_tokens: int = 0
+) -> dict:
+    """The derived values for a training set whose (already capped) token lengths are `lengths`, and a validation set
+    of `eval_tokens` tokens."""
     batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     batch *= max(1, training_args.world_size)
     steps_per_epoch = math.ceil(len(lengths) / batch)
     epochs = min(args.max_epochs, max(1.0, args.min_updates / steps_per_epoch))
     epochs = min(epochs, max(1.0, args.max_train_tokens / sum(lengths)))
     max_steps = math.ceil(epochs * steps_per_epoch)
-    eval_steps = math.ceil(max_steps / args.evaluations)
+    affordable = args.evaluations if not eval_tokens else int(args.eval_share * epochs * sum(lengths) / eval_tokens)
+    evaluations = min(args.evaluations, affordable)
+    eval_steps = math.ceil(max_steps / evaluations) if evaluations >= 2 else None
     return {
         "max_seq_length": covering_length(lengths, args.length_coverage, cap=max(lengths)),
         "max_steps": max_steps,
@@ -76,12 +90,19 @@ def derive_schedule(lengths: list[int], args: ScheduleArguments, training_args: 
 
 
 def apply_schedule(
-    lengths: list[int], args: ScheduleArguments, data_args: DataArguments, training_args: TrainingArguments, cap: int
+    lengths: list[int],
+    args: ScheduleArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    cap: int,
+    eval_lengths: list[int] = (),
 ) -> int:
-    """Derive the schedule (`--schedule data`), set what was left at its default, log it; the max_seq_length to use."""
+    """Derive the schedule (`--schedule data`) from the token lengths of the training texts (and of the validation
+    texts, for the evaluations it affords), set what was left at its default, log it; the max_seq_length to use."""
     if args.schedule == "fixed":
         return data_args.max_seq_length
-    derived = derive_schedule([min(n, cap) for n in lengths], args, training_args)
+    capped = [min(n, cap) for n in lengths]
+    derived = derive_schedule(capped, args, training_args, eval_tokens=sum(min(n, cap) for n in eval_lengths))
     defaults = {f.name: f.default for f in fields(TrainingArguments)}
     kept = []
     if data_args.max_seq_length == DataArguments.max_seq_length:
@@ -93,13 +114,24 @@ def apply_schedule(
     else:
         kept.append(f"max_steps={training_args.max_steps}, num_train_epochs={training_args.num_train_epochs}")
     if training_args.eval_steps is None and training_args.eval_strategy != IntervalStrategy.NO:
-        training_args.eval_strategy = training_args.save_strategy = IntervalStrategy.STEPS
-        training_args.eval_steps = training_args.save_steps = derived["eval_steps"]
+        if derived["eval_steps"] is None:  # no evaluation during training: a checkpoint halfway, for resuming
+            training_args.eval_strategy, training_args.load_best_model_at_end = IntervalStrategy.NO, False
+            training_args.save_strategy = IntervalStrategy.STEPS
+            training_args.save_steps = max(1, math.ceil(training_args.max_steps / 2))
+        else:
+            training_args.eval_strategy = training_args.save_strategy = IntervalStrategy.STEPS
+            training_args.eval_steps = training_args.save_steps = derived["eval_steps"]
     else:
         kept.append(f"eval_strategy={training_args.eval_strategy}, eval_steps={training_args.eval_steps}")
     logger.info(
         f"Schedule derived from {len(lengths):,} training texts: max_seq_length {derived['max_seq_length']} (keeps "
         f"{args.length_coverage:.0%} whole), {derived['max_steps']:,} updates ({derived['epochs']:.1f} epochs), "
-        f"evaluation every {derived['eval_steps']:,} updates. Given explicitly, kept: {'; '.join(kept) or 'nothing'}."
+        f"{evaluation_text(derived['eval_steps'])}. Given explicitly, kept: {'; '.join(kept) or 'nothing'}."
     )
     return data_args.max_seq_length
+
+
+def evaluation_text(eval_steps: int | None) -> str:
+    if eval_steps is None:
+        return "no evaluation during training (too few validation tokens' worth; the last model is kept)"
+    return f"evaluation every {eval_steps:,} updates"

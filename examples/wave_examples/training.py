@@ -132,7 +132,8 @@ def prepare_model_and_data(model_args, data_args, training_args, schedule_args, 
     with phase("tokenization"), training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_splits(raw, tokenizer, longest if whole_first else data_args.max_seq_length)
         lengths = [len(ids) for ids in tokenized["train"]["input_ids"]]
-        max_seq_length = apply_schedule(lengths, schedule_args, data_args, training_args, cap=longest)
+        eval_lengths = [len(ids) for ids in tokenized["validation"]["input_ids"]]
+        max_seq_length = apply_schedule(lengths, schedule_args, data_args, training_args, longest, eval_lengths)
         if whole_first and max_seq_length < longest:
             tokenized = truncate_splits(tokenized, max_seq_length, data_args.truncation)
     logger.info(
