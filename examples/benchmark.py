@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Speed and memory of the Wave Network against Transformer baselines, measured interleaved in one process.
 
-    python examples/benchmark.py configuration/benchmark-cpu.json            # the paper's setting + length sweep
-    python examples/benchmark.py configuration/benchmark-quick.json          # tiny models, about a minute
+    python examples/benchmark.py configuration/benchmark/benchmark-cpu.json            # the paper's setting + length sweep
+    python examples/benchmark.py configuration/benchmark/benchmark-quick.json          # tiny models, about a minute
     python examples/benchmark.py --models wave-modulation,bert-base --seq_lengths 128,1024 --device cuda
 
 An optional JSON preset from `configuration/` gives the settings; any `--option` on the command line wins over it

@@ -15,7 +15,7 @@ from modeling_wave import WaveConfig, WaveForSequenceClassification
 
 
 def main(paths: list[str]):
-    paths = paths or sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configuration").glob("wave-*.json"))
+    paths = paths or sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configuration" / "models").glob("wave-*.json"))
     print("| preset | d | layers | FFN width | parameters | without embeddings | n-gram tables |")
     print("|---|---|---|---|---|---|---|")
     for path in paths:

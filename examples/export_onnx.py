@@ -4,7 +4,7 @@
     python examples/export_onnx.py --model_name_or_path outputs/imdb-modulation --data_dir ../shared/data/imdb \
         --output_dir runs/deploy [--seq_lengths 128,256,512] [--max_seq_length 512] [--quick]
 
-`outputs/imdb-modulation` is what `examples/run_classification.py configuration/imdb-modulation.json` saves (model
+`outputs/imdb-modulation` is what `examples/run_classification.py configuration/train/imdb-modulation.json` saves (model
 and tokenizer); any saved sequence classifier works.
 
 1. Export: `torch.onnx.export(..., dynamo=True)` with the batch size and the length dynamic, then a check of ONNX
@@ -37,7 +37,7 @@ from transformers import AutoModelForSequenceClassification
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from wave_examples import option
-from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
+from wave_examples.arguments import ExperimentArguments
 from wave_examples.arguments import run_settings, start_experiment, write_results
 from wave_examples.data import load_raw_splits, load_tokenizer
 
@@ -47,7 +47,7 @@ BACKENDS = ("PyTorch float32", "PyTorch int8 dynamic", "ONNX Runtime float32")
 
 
 @dataclass
-class ExperimentArguments(BaseExperimentArguments):
+class ExportArguments(ExperimentArguments):
     """The checkpoint, the lengths to time and where the results go."""
 
     model_name_or_path: str = option("outputs/imdb-modulation", "A saved sequence classifier (run_classification's).")
@@ -188,7 +188,7 @@ def markdown_table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
+    data_args, args, output_dir = start_experiment(ExportArguments, argv, QUICK, QUICK_DATA)
 
     model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path).to("cpu").eval()
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path)

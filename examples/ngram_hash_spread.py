@@ -22,7 +22,8 @@ import torch
 from modeling_wave.modeling_wave import NGRAM_HASH_MULTIPLIERS, hash_ngrams
 from wave_examples import option
 from wave_examples.arguments import parse_preset_arguments
-from wave_examples.data import DataArguments, load_raw_splits, load_tokenizer
+from wave_examples.arguments import DataArguments
+from wave_examples.data import load_raw_splits, load_tokenizer
 
 
 @dataclass

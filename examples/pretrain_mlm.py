@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExperimentArguments(WaveSizeArguments):
+class PretrainArguments(WaveSizeArguments):
     """The model, the two training budgets and where the results go."""
 
     output_dir: str = option("runs/pretrain-mlm", "Where the MLM and results.json go.")
@@ -142,7 +142,7 @@ def finetune(args, tokenized, tokenizer, config, init: str, mlm_folder: str, see
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
+    data_args, args, output_dir = start_experiment(PretrainArguments, argv, QUICK, QUICK_DATA)
 
     raw, label_names = load_raw_splits(data_args, seed=args.seed)
     tokenizer = load_tokenizer()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where the main job's time goes: one run of `run_classification.py`'s preset, timed stage by stage.
 
-    python examples/profile_training.py configuration/wave-recipe.json --data_dir ../shared/data/imdb
+    python examples/profile_training.py configuration/train/wave-recipe.json --data_dir ../shared/data/imdb
 
 Takes the same preset and options as `run_classification.py` and trains the same model, with timers around each
 stage: start-up (Python and the imports), the model (tokenizer, config, MiniLM's table), reading the data,
@@ -31,12 +31,9 @@ import transformers  # noqa: E402
 from transformers import TrainerCallback, set_seed  # noqa: E402
 
 from wave_examples import option  # noqa: E402
-from wave_examples.arguments import parse_preset_arguments  # noqa: E402
-from wave_examples.data import DataArguments  # noqa: E402
-from wave_examples.schedule import ScheduleArguments  # noqa: E402
+from wave_examples.arguments import DataArguments, ModelArguments, ScheduleArguments, parse_preset_arguments  # noqa: E402
 from wave_examples.training import (  # noqa: E402
     ClassificationTrainer,
-    ModelArguments,
     build_model,
     check_classification_arguments,
     prepare_classification,

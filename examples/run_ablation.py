@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run an ablation: one `run_classification.py` training per row, then one table of test results.
 
-    python examples/run_ablation.py configuration/ablation-imdb.json --data_dir ../shared/data/imdb
+    python examples/run_ablation.py configuration/ablations/ablation-imdb.json --data_dir ../shared/data/imdb
 
 The JSON names a training preset, the settings shared by every row (the budget) and the rows (each a set of
 overrides). Every row runs as its own `run_classification.py` command, printed and stored with its result, so a

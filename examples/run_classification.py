@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train and evaluate a text classifier (a Wave Network by default) with the standard Trainer.
 
-    python examples/run_classification.py configuration/imdb-modulation.json [--key value ...]
+    python examples/run_classification.py configuration/train/imdb-modulation.json [--key value ...]
 
 The only positional argument is a JSON preset from `configuration/`; any `--key value` after it overrides the
 preset (every field of `ModelArguments`, `DataArguments` and `TrainingArguments`). The training set is split

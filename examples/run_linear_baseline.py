@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The baseline a practitioner would tune: linear models of word n-grams (scikit-learn), chosen on validation.
 
-    python examples/run_linear_baseline.py configuration/linear-imdb.json --data_dir ../shared/data/imdb
-    python examples/run_linear_baseline.py configuration/linear-default.json --data_dir ../shared/data/trec
+    python examples/run_linear_baseline.py configuration/linear/linear-imdb.json --data_dir ../shared/data/imdb
+    python examples/run_linear_baseline.py configuration/linear/linear-default.json --data_dir ../shared/data/trec
 
 Four model families, each with its own grid of the inverse regularisation strength C:
 
@@ -34,7 +34,8 @@ from sklearn.preprocessing import binarize
 
 from wave_examples import option
 from wave_examples.arguments import parse_preset_arguments
-from wave_examples.data import DataArguments, load_raw_splits
+from wave_examples.arguments import DataArguments
+from wave_examples.data import load_raw_splits
 
 logger = logging.getLogger(__name__)
 HTML_BREAK = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)  # IMDB reviews hold literal <br /> tags

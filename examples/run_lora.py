@@ -28,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
 from wave_examples import option
-from wave_examples.arguments import ExperimentArguments as BaseExperimentArguments
+from wave_examples.arguments import ExperimentArguments
 from wave_examples.arguments import run_settings, start_experiment, write_results
 from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 from wave_examples.training import fixed_budget_arguments  # the same schedule as pretrain_mlm.py's fine-tuning
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExperimentArguments(BaseExperimentArguments):
+class LoraArguments(ExperimentArguments):
     """The base checkpoint, the adapter and its training budget."""
 
     model_name_or_path: str = option("runs/pretrain-mlm/mlm", "A saved Wave checkpoint (masked LM or classifier).")
@@ -57,7 +57,7 @@ QUICK = dict(max_steps=4, batch_size=8, eval_batch_size=16, lora_r=4)
 QUICK_DATA = dict(max_seq_length=64, max_train_samples=32, max_eval_samples=16, max_test_samples=16)
 
 
-def load_base(args: ExperimentArguments, label_names: list[str]):
+def load_base(args: LoraArguments, label_names: list[str]):
     """The base checkpoint as a classifier for these labels (a new classifier if it was trained on others)."""
     return AutoModelForSequenceClassification.from_pretrained(
         args.model_name_or_path,
@@ -68,7 +68,7 @@ def load_base(args: ExperimentArguments, label_names: list[str]):
     )
 
 
-def lora_config(args: ExperimentArguments, base) -> LoraConfig:
+def lora_config(args: LoraArguments, base) -> LoraConfig:
     return LoraConfig(
         task_type="SEQ_CLS",  # also trains and saves the classifier (`modules_to_save`)
         target_modules=args.target_modules.split(","),
@@ -88,7 +88,7 @@ def logits_of(model, batch: dict) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
+    data_args, args, output_dir = start_experiment(LoraArguments, argv, QUICK, QUICK_DATA)
 
     raw, label_names = load_raw_splits(data_args, seed=args.seed)
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the Wave recipe and the classic baselines on every set of a suite, over several seeds, and tabulate them.
 
-    python examples/run_suite.py configuration/suite-five-sets.json [--seeds 42,43,44] [--sets trec,subj] [--quick]
+    python examples/run_suite.py configuration/suites/suite-five-sets.json [--seeds 42,43,44] [--sets trec,subj] [--quick]
 
 The JSON names the sets (a data folder and the options that set needs, e.g. `csv_header: false` for AG News), the
 models (an example script and its preset: the same preset on every set) and the seeds. Every (set, model, seed) runs

@@ -2,7 +2,7 @@
 """Train and evaluate a text classifier (a Wave Network by default) with a plain Accelerate loop, no Trainer.
 
     accelerate launch [--config_file configuration/accelerate/<setup>.yaml] examples/train_accelerate.py \
-        configuration/imdb-ultra-small.json [--key value ...]
+        configuration/train/imdb-ultra-small.json [--key value ...]
 
 For users who write their own loop: `Accelerator`, `prepare`, `backward`, `gather_for_metrics`, `save_state` /
 `load_state` and the model saved with `save_pretrained`. It takes the same preset and options as
@@ -100,7 +100,7 @@ def build_accelerator(training_args) -> Accelerator:
             use_seedable_sampler=True,
             data_seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
         ),
-        # Every parameter of a Wave model gets a gradient every step (tests/test_distributed.py).
+        # Every parameter of a Wave model gets a gradient every step (tests/examples/test_distributed.py).
         kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=bool(training_args.ddp_find_unused_parameters))
         ],

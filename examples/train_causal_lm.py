@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExperimentArguments(WaveSizeArguments):
+class CausalLMArguments(WaveSizeArguments):
     """The two models (GPT-2 of the Wave Network's size), the shared training budget and the generation lengths."""
 
     output_dir: str = option("runs/causal-lm", "Where the models and results.json go.")
@@ -109,7 +109,7 @@ def text_blocks(texts, tokenizer, block_size: int) -> list[dict]:
     return [{"input_ids": block, "labels": block} for block in blocks]
 
 
-def build_models(args: ExperimentArguments, tokenizer, longest: int) -> dict:
+def build_models(args: CausalLMArguments, tokenizer, longest: int) -> dict:
     set_seed(args.seed)
     wave = WaveForCausalLM(
         WaveConfig(
@@ -142,7 +142,7 @@ def build_models(args: ExperimentArguments, tokenizer, longest: int) -> dict:
     return {"wave": wave, "gpt2": gpt2}
 
 
-def train(name: str, model, args: ExperimentArguments, blocks: dict, tokenizer, output_dir: Path) -> dict:
+def train(name: str, model, args: CausalLMArguments, blocks: dict, tokenizer, output_dir: Path) -> dict:
     set_seed(args.seed)
     trainer = Trainer(
         model=model,
@@ -223,7 +223,7 @@ def generation_benchmark(models: dict, prompt: torch.Tensor, lengths: list[int])
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    data_args, args, output_dir = start_experiment(ExperimentArguments, argv, QUICK, QUICK_DATA)
+    data_args, args, output_dir = start_experiment(CausalLMArguments, argv, QUICK, QUICK_DATA)
     torch.manual_seed(args.seed)
 
     raw, _ = load_raw_splits(data_args, seed=args.seed)

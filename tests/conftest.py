@@ -1,8 +1,11 @@
 """Test-wide settings: nothing may reach the Hub, and every cache lives in a temporary folder."""
 
+import csv
 import os
 import tempfile
 from pathlib import Path
+
+import pytest
 
 # Set before transformers / huggingface_hub / datasets are imported anywhere in the test session.
 _HF_HOME = tempfile.mkdtemp(prefix="wave-tests-hf-home-")
@@ -41,3 +44,18 @@ EXPECTED_AUTO_MAP = {
         for task in ("SequenceClassification", "TokenClassification", "MaskedLM", "CausalLM")
     },
 }
+
+
+@pytest.fixture(scope="module")
+def imdb_sample(tmp_path_factory):
+    """A small IMDB-shaped data folder (the first reviews of each split), so the examples run in seconds."""
+    folder = tmp_path_factory.mktemp("imdb-sample")
+    for split, rows in (("train", 160), ("test", 80)):
+        with open(IMDB_DIR / f"{split}.csv", newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header, body = next(reader), list(reader)
+        # negatives first, then positives: alternate between the two ends for both labels
+        picked = [body[i // 2] if i % 2 == 0 else body[-1 - i // 2] for i in range(rows)]
+        with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([header, *picked])
+    return folder

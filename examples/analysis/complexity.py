@@ -98,11 +98,11 @@ def build_layers(variant: str, d: int, L: int, seed: int) -> list[torch.nn.Modul
     spec = VARIANTS[variant]
     torch.manual_seed(seed)
     if spec["kind"] == "wave":
-        config = AutoConfig.from_pretrained(str(repo_path("configuration/wave-modulation-base.json")))
+        config = AutoConfig.from_pretrained(str(repo_path("configuration/models/wave-modulation-base.json")))
         config.hidden_size, config.wave_mode, config.intermediate_size = d, spec["wave_mode"], spec["ffn"] * d
         config.wave_implementation = spec["implementation"]
         return [WaveLayer(config) for _ in range(L)]
-    config = AutoConfig.from_pretrained(str(repo_path("configuration/analysis-bert-1layer.json")))
+    config = AutoConfig.from_pretrained(str(repo_path("configuration/models/analysis-bert-1layer.json")))
     resize_config(config, d)
     config.intermediate_size = spec["ffn"] * d
     config.attention_probs_dropout_prob = spec["attention_dropout"]

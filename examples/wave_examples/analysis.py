@@ -1,6 +1,6 @@
 """Code shared by the Wave Network analyses (the studies of Token2Wave, arXiv 2411.06989; docs/analysis.md).
 
-Every analysis script reads its budget from one preset (`configuration/analysis-imdb.json`), builds its models
+Every analysis script reads its budget from one preset (`configuration/analysis/analysis-imdb.json`), builds its models
 here and trains them with the same Trainer settings, on the same batches in the same order, so that the models
 differ in nothing but the model:
 
@@ -50,12 +50,13 @@ from wave_examples.analysis_outputs import (  # noqa: F401  (the scripts reach a
     write_json,
     write_markdown,
 )
-from wave_examples.data import DataArguments, build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
+from wave_examples.arguments import DataArguments, ModelArguments
+from wave_examples.data import build_compute_metrics, load_raw_splits, load_tokenizer, tokenize_splits
 from wave_examples.hub import resolve_pretrained_path
-from wave_examples.training import ModelArguments, fixed_budget_arguments
+from wave_examples.training import fixed_budget_arguments
 from wave_examples.training import build_model as build_classifier
 
-DEFAULT_PRESET = "configuration/analysis-imdb.json"
+DEFAULT_PRESET = "configuration/analysis/analysis-imdb.json"
 # Models train on the GPU when there is one (the `complexity` analysis times its layers on the CPU on purpose).
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCRIPT_SECTIONS = ("convergence", "gradients", "embeddings", "complexity")

