@@ -35,7 +35,7 @@ def point_commands(spec: dict, output_dir: Path, quick: bool) -> list[dict]:
     points = []
     for budget in spec["wave"]["budgets"]:
         settings = {**common, **budget["args"], **quick_settings.get("wave", {})}
-        settings["output_dir"] = str(output_dir / f"wave-{budget['name']}")
+        settings["output_dir"] = str(output_dir / ("wave-" + "-".join(budget["name"].split()[:2])))  # "wave-79-updates"
         command = script_command("examples/run_classification.py", spec["wave"]["preset"], settings)
         points.append({"model": "wave", "budget": budget["name"], "command": command})
     settings = {**common, **quick_settings.get("linear", {}), "output_dir": str(output_dir / "linear")}
