@@ -1,7 +1,9 @@
-"""Sequence classification with the standard Trainer: the model arguments, the model, the Trainer subclass.
+"""Sequence classification with the standard Trainer: the model, the data it trains on, its optimizer, the Trainer
+subclass.
 
-`run_classification.py` (Trainer) and `train_accelerate.py` (a plain Accelerate loop) both build their model here,
-from the same `ModelArguments`, so that the two scripts train the same thing.
+`run_classification.py` (Trainer) and `train_accelerate.py` (a plain Accelerate loop) both take their model, data and
+schedule from `prepare_model_and_data` and their optimizer from `build_optimizer`, so that one preset trains the same
+model in both.
 """
 
 import collections
