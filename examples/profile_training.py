@@ -16,6 +16,7 @@ import time
 
 PROCESS_START = time.perf_counter()  # before the imports: start-up counts them
 
+import copy  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
@@ -33,9 +34,9 @@ from transformers import TrainerCallback, set_seed  # noqa: E402
 from wave_examples import option  # noqa: E402
 from wave_examples.arguments import DataArguments, ModelArguments, ScheduleArguments, parse_preset_arguments  # noqa: E402
 from wave_examples.training import (  # noqa: E402
-    ClassificationTrainer,
-    build_model,
+    build_optimizer,
     check_classification_arguments,
+    clip_sparse_aware_grad_norm,
     prepare_classification,
 )
 
@@ -158,28 +159,19 @@ PART_VARIANTS = {  # the model without one part: its time is the whole model's m
 }
 
 
-def time_parts(trainer, model_args, label_names, batches: int) -> list[dict]:
+def time_parts(trainer, batches: int) -> list[dict]:
     """Median forward, backward and optimizer-step milliseconds per batch of the model and of each variant without a
-    part, on the same `batches` training batches, with the same Trainer-built optimizer."""
+    part, on the same `batches` training batches, with the optimizer the trainer builds (`build_optimizer`)."""
     loader = trainer.get_train_dataloader()
     samples = [batch for batch, _ in zip(loader, range(batches))]
-    variants = {"whole model": {}, **{name: change for name, change in PART_VARIANTS.items()}}
     rows = {}
-    for name, change in variants.items():
-        config = trainer.model.config
-        if any(not getattr(config, key) for key in change):
+    for name, change in {"whole model": {}, **PART_VARIANTS}.items():
+        if any(not getattr(trainer.model.config, key) for key in change):
             continue  # the model has no such part
-        model = build_model(model_args, label_names)
-        model.config.update(change)
-        model = type(model)(model.config).train()
-        probe = ClassificationTrainer(
-            model=model,
-            args=trainer.args,
-            eval_dataset=trainer.eval_dataset,
-            wide_learning_rate=trainer.wide_learning_rate,
-            embedding_learning_rate=trainer.embedding_learning_rate,
-        )
-        optimizer = probe.create_optimizer()
+        config = copy.deepcopy(trainer.model.config)
+        config.update(change)
+        model = type(trainer.model)(config).train()
+        optimizer = build_optimizer(model, trainer.args, trainer.wide_learning_rate, trainer.embedding_learning_rate)
         times = defaultdict(list)
         for batch in samples:
             start = time.perf_counter()
@@ -187,7 +179,7 @@ def time_parts(trainer, model_args, label_names, batches: int) -> list[dict]:
             forward = time.perf_counter()
             loss.backward()
             backward = time.perf_counter()
-            probe._clip_grad_norm(model)
+            clip_sparse_aware_grad_norm(model.parameters(), trainer.args.max_grad_norm)  # dense ones too
             optimizer.step()
             optimizer.zero_grad()
             end = time.perf_counter()
@@ -232,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     watch = Stopwatch()
     watch.add("start-up (Python, imports)", time.perf_counter() - PROCESS_START)
 
-    trainer, tokenized, label_names = prepare_classification(
+    trainer, tokenized, _ = prepare_classification(
         model_args, data_args, training_args, schedule_args, phase=watch.stage
     )
     instrument(trainer, watch)
@@ -257,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     others = [k for k in keys if k not in parts_of_training]
     order = others[: others.index(training) + 1] + parts_of_training + others[others.index(training) + 1 :]
     stages = [{"stage": named.get(k, k), "seconds": watch.seconds[k], "calls": watch.counts[k]} for k in order]
-    parts = time_parts(trainer, model_args, label_names, profile_args.part_batches) if profile_args.part_batches else []
+    parts = time_parts(trainer, profile_args.part_batches) if profile_args.part_batches else []
     extra = {
         "end_to_end_seconds": end_to_end,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

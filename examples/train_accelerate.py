@@ -45,6 +45,7 @@ from wave_examples.data import build_compute_metrics
 from wave_examples.training import (
     build_optimizer,
     clip_sparse_aware_grad_norm,
+    has_sparse_gradients,
     last_checkpoint,
     parse_classification_arguments,
     prepare_model_and_data,
@@ -176,11 +177,10 @@ def train_dataloader_for(dataset, training_args, collator) -> DataLoader:
 
 def clip_gradients(accelerator: Accelerator, model, max_norm: float):
     """`accelerator.clip_grad_norm_`, or for sparse tables `clip_sparse_aware_grad_norm` (as `ClassificationTrainer`)."""
-    parameters = list(model.parameters())
-    if not any(p.grad is not None and p.grad.is_sparse for p in parameters):
-        return accelerator.clip_grad_norm_(parameters, max_norm)
+    if not has_sparse_gradients(model):
+        return accelerator.clip_grad_norm_(model.parameters(), max_norm)
     accelerator.unscale_gradients()
-    return clip_sparse_aware_grad_norm(parameters, max_norm)
+    return clip_sparse_aware_grad_norm(model.parameters(), max_norm)
 
 
 def evaluate(accelerator: Accelerator, model, dataloader, compute_metrics, prefix: str) -> dict:

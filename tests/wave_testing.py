@@ -6,18 +6,16 @@ imported. On `sys.path` through `pythonpath = tests` (setup.cfg), so every test 
 
 import itertools
 import json
+import textwrap
 
 import torch
+from fresh_python import run_outside_the_checkout
 from hypothesis import settings
 from torch import nn
 
-from modeling_wave import WaveConfig, WaveForSequenceClassification, WaveModel
+from modeling_wave import WaveConfig, WaveForCausalLM, WaveForSequenceClassification, WaveModel
 from modeling_wave.configuration_wave import POOLINGS, POSITION_EMBEDDING_TYPES, WAVE_MODES, WAVE_READOUTS
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
-
-from fresh_python import run_outside_the_checkout
-import textwrap
-from modeling_wave import WaveForCausalLM
 
 # Every (mode, readout) pair the config accepts: modulation + magnitude is refused (|Z Z'| = G G' for every token).
 WAVES = [(m, r) for m in WAVE_MODES for r in WAVE_READOUTS if (m, r) != ("modulation", "magnitude")]

@@ -253,13 +253,13 @@ class ClassificationTrainer(Trainer):
     # the norm through torch's `clip_grad_norm_`, which refuses sparse gradients.
     def _clip_grad_norm(self, model):
         """Trainer's clipping, also for the sparse gradients of `sparse_embeddings`."""
-        if not _has_sparse_gradients(model):
+        if not has_sparse_gradients(model):
             return super()._clip_grad_norm(model)
         return clip_sparse_aware_grad_norm(model.parameters(), self.args.max_grad_norm)
 
     def _get_grad_norm(self, model, grad_norm=None):
         """The gradient norm Trainer logs, computed without clipping where gradients are sparse."""
-        if grad_norm is None and _has_sparse_gradients(model):
+        if grad_norm is None and has_sparse_gradients(model):
             grad_norm = clip_sparse_aware_grad_norm(model.parameters(), float("inf"))
         return super()._get_grad_norm(model, grad_norm=grad_norm)
 
@@ -380,7 +380,8 @@ class LazyAdamW(torch.optim.Optimizer):
         self.param_groups = self.dense.param_groups + self.sparse.param_groups
 
 
-def _has_sparse_gradients(model) -> bool:
+def has_sparse_gradients(model) -> bool:
+    """Whether the last backward pass left a sparse gradient (the tables of `sparse_embeddings`)."""
     return any(p.grad is not None and p.grad.is_sparse for p in model.parameters())
 
 

@@ -19,7 +19,6 @@ import peft
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from torch import nn
 from example_scripts import load_example
 from wave_testing import WaveModelTester, randomize_parameters
 
