@@ -33,12 +33,8 @@ from transformers import TrainerCallback, set_seed  # noqa: E402
 
 from wave_examples import option  # noqa: E402
 from wave_examples.arguments import DataArguments, ModelArguments, ScheduleArguments, parse_preset_arguments  # noqa: E402
-from wave_examples.training import (  # noqa: E402
-    build_optimizer,
-    check_classification_arguments,
-    clip_sparse_aware_grad_norm,
-    prepare_classification,
-)
+from modeling_wave import clip_grad_norm_sparse_aware_, create_wave_optimizer, enable_sparse_embeddings  # noqa: E402
+from wave_examples.training import check_classification_arguments, prepare_classification  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +157,7 @@ PART_VARIANTS = {  # the model without one part: its time is the whole model's m
 
 def time_parts(trainer, batches: int) -> list[dict]:
     """Median forward, backward and optimizer-step milliseconds per batch of the model and of each variant without a
-    part, on the same `batches` training batches, with the optimizer the trainer builds (`build_optimizer`)."""
+    part, on the same `batches` training batches, with the optimizer the trainer builds (`create_wave_optimizer`)."""
     loader = trainer.get_train_dataloader()
     samples = [batch for batch, _ in zip(loader, range(batches))]
     rows = {}
@@ -171,7 +167,9 @@ def time_parts(trainer, batches: int) -> list[dict]:
         config = copy.deepcopy(trainer.model.config)
         config.update(change)
         model = type(trainer.model)(config).train()
-        optimizer = build_optimizer(model, trainer.args, trainer.wide_learning_rate, trainer.embedding_learning_rate)
+        if trainer.args.sparse_embeddings:
+            enable_sparse_embeddings(model)
+        optimizer = create_wave_optimizer(model, trainer.args)
         times = defaultdict(list)
         for batch in samples:
             start = time.perf_counter()
@@ -179,7 +177,7 @@ def time_parts(trainer, batches: int) -> list[dict]:
             forward = time.perf_counter()
             loss.backward()
             backward = time.perf_counter()
-            clip_sparse_aware_grad_norm(model.parameters(), trainer.args.max_grad_norm)  # dense ones too
+            clip_grad_norm_sparse_aware_(model.parameters(), trainer.args.max_grad_norm)  # dense ones too
             optimizer.step()
             optimizer.zero_grad()
             end = time.perf_counter()

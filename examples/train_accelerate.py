@@ -5,17 +5,11 @@
         configuration/train/imdb-ultra-small.json [--key value ...]
 
 For users who write their own loop: `Accelerator`, `prepare`, `backward`, `gather_for_metrics`, `save_state` /
-`load_state` and the model saved with `save_pretrained`. It takes the same preset and options as
-`run_classification.py` (`ModelArguments`, `DataArguments`, `TrainingArguments`, `ScheduleArguments`) and trains the
-same model: the model, data and schedule come from `wave_examples.training.prepare_model_and_data`, the optimizer
-and its parameter groups (wide and embedding learning rates, frozen tables, `LazyAdamW` for sparse tables) from
-`wave_examples.training.build_optimizer`, both shared with `run_classification.py`. Of `TrainingArguments` the loop
-reads: output_dir, seed, data_seed, do_train, optim, learning_rate, weight_decay, adam_beta1/2, adam_epsilon,
-per_device_train/eval_batch_size, train_sampling_strategy (random or group_by_length), num_train_epochs, max_steps,
-gradient_accumulation_steps, max_grad_norm, lr_scheduler_type, warmup_steps, logging_steps, eval_strategy /
-eval_steps, save_strategy / save_steps, save_total_limit, load_best_model_at_end / metric_for_best_model /
-greater_is_better, resume_from_checkpoint, use_cpu, bf16 / fp16, dataloader_num_workers, ddp_find_unused_parameters,
-disable_tqdm and report_to. What only Trainer does is refused by name (`refuse_what_this_loop_cannot_honour`).
+`load_state` and `save_pretrained`. It takes `run_classification.py`'s presets and options and trains the same model:
+model, data and schedule from `wave_examples.training.prepare_model_and_data`; sparse tables, optimizer and clipping
+from the package (`enable_sparse_embeddings`, `create_wave_optimizer`, `clip_grad_norm_sparse_aware_`), as
+`WaveTrainer` takes them. The `WaveTrainingArguments` it reads are listed in docs/distributed.md; what only Trainer
+does is refused by name (`refuse_what_this_loop_cannot_honour`).
 
 Checkpoints are `output_dir/checkpoint-<step>` folders written by `accelerator.save_state` (model, optimizer,
 scheduler, random states, loop position); `--resume_from_checkpoint <folder>` continues from one with
@@ -41,16 +35,14 @@ from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import rotate_checkpoints
 
-from wave_examples.data import build_compute_metrics
-from wave_examples.training import (
-    build_optimizer,
-    clip_sparse_aware_grad_norm,
+from modeling_wave import (
+    clip_grad_norm_sparse_aware_,
+    create_wave_optimizer,
+    enable_sparse_embeddings,
     has_sparse_gradients,
-    last_checkpoint,
-    parse_classification_arguments,
-    prepare_model_and_data,
-    sparse_gradient_parameters,
 )
+from wave_examples.data import build_compute_metrics
+from wave_examples.training import last_checkpoint, parse_classification_arguments, prepare_model_and_data
 
 logger = logging.getLogger(__name__)
 
@@ -140,16 +132,6 @@ def refuse_what_this_loop_cannot_honour(training_args, accelerator: Accelerator)
         )
 
 
-def refuse_sparse_tables_across_processes(model, accelerator: Accelerator):
-    """Sparse gradients (`sparse_embeddings`) in one process only: DDP would have to all-reduce them, untested here."""
-    if sparse_gradient_parameters(model) and accelerator.num_processes > 1:
-        raise ValueError(
-            f"The model's config has sparse_embeddings=true (sparse gradients for the embedding tables), which this loop "
-            f"steps in one process only, not across {accelerator.num_processes}: --config_overrides "
-            "sparse_embeddings=false, or one process."
-        )
-
-
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     """Trainer's `group_by_length` order (texts of similar length batched together), drawn from `seed + epoch`, so that
     every process draws the same order and a resumed run replays its epoch (`set_epoch`)."""
@@ -176,11 +158,11 @@ def train_dataloader_for(dataset, training_args, collator) -> DataLoader:
 
 
 def clip_gradients(accelerator: Accelerator, model, max_norm: float):
-    """`accelerator.clip_grad_norm_`, or for sparse tables `clip_sparse_aware_grad_norm` (as `ClassificationTrainer`)."""
-    if not has_sparse_gradients(model):
+    """`accelerator.clip_grad_norm_`, or `clip_grad_norm_sparse_aware_` for sparse tables (as `WaveTrainer`)."""
+    if not has_sparse_gradients(model.parameters()):
         return accelerator.clip_grad_norm_(model.parameters(), max_norm)
     accelerator.unscale_gradients()
-    return clip_sparse_aware_grad_norm(model.parameters(), max_norm)
+    return clip_grad_norm_sparse_aware_(model.parameters(), max_norm)
 
 
 def evaluate(accelerator: Accelerator, model, dataloader, compute_metrics, prefix: str) -> dict:
@@ -374,7 +356,9 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer, tokenized, label_names = prepare_model_and_data(
         model_args, data_args, training_args, schedule_args
     )
-    refuse_sparse_tables_across_processes(model, accelerator)
+    if training_args.sparse_embeddings:  # before `prepare` wraps the model in DDP, which must know
+        sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        enable_sparse_embeddings(model, sharded=sharded)
 
     collator = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest text
     train_dataloader = train_dataloader_for(tokenized["train"], training_args, collator)
@@ -387,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         for split in ("validation", "test")
     ]
-    optimizer = build_optimizer(model, training_args, model_args.wide_learning_rate, model_args.embedding_learning_rate)
+    optimizer = create_wave_optimizer(model, training_args)
     model, optimizer, train_dataloader, validation_dataloader, test_dataloader = accelerator.prepare(
         model, optimizer, train_dataloader, *eval_dataloaders
     )

@@ -3,7 +3,13 @@
 Importing this package registers the Wave classes with the Auto classes (`AutoConfig`, `AutoModel`,
 `AutoModelForSequenceClassification`, `AutoModelForTokenClassification`, `AutoModelForMaskedLM`,
 `AutoModelForCausalLM`), so that `from_pretrained` works on Wave checkpoints without `trust_remote_code`.
+
+The training API (`WaveTrainer`, `WaveTrainingArguments`, `LazyAdamW`, `create_wave_optimizer`, ...; modules
+`trainer_wave` and `optimization_wave`) is imported on first use: it needs `Trainer`, hence Accelerate, which the
+model alone does not.
 """
+import importlib
+
 # ruff: noqa: F405
 
 from transformers import (
@@ -28,4 +34,27 @@ AutoModelForTokenClassification.register(WaveConfig, WaveForTokenClassification,
 AutoModelForMaskedLM.register(WaveConfig, WaveForMaskedLM, exist_ok=True)
 AutoModelForCausalLM.register(WaveConfig, WaveForCausalLM, exist_ok=True)
 
-__all__ = ["WaveConfig", "WaveConfigError", *_model_classes]
+# Name -> module of the training API, imported when first asked for (PEP 562).
+_TRAINING_API = {
+    "WaveTrainer": "trainer_wave",
+    "WaveTrainingArguments": "trainer_wave",
+    "init_word_embeddings": "trainer_wave",
+    "LazyAdamW": "optimization_wave",
+    "WaveSchedule": "optimization_wave",
+    "clip_grad_norm_sparse_aware_": "optimization_wave",
+    "create_wave_optimizer": "optimization_wave",
+    "enable_sparse_embeddings": "optimization_wave",
+    "has_sparse_gradients": "optimization_wave",
+    "sparse_gradient_parameters": "optimization_wave",
+    "wave_parameter_groups": "optimization_wave",
+    "wave_schedule": "optimization_wave",
+}
+
+
+def __getattr__(name: str):
+    if name in _TRAINING_API:
+        return getattr(importlib.import_module(f".{_TRAINING_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["WaveConfig", "WaveConfigError", *_model_classes, *_TRAINING_API]

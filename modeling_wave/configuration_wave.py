@@ -170,11 +170,6 @@ class WaveConfig(PreTrainedConfig):
             Empty: no wide part (the paper's model).
         wide_buckets (`int`, defaults to 2097152): rows (hash buckets) of the wide part's weight table, each holding
             `num_labels` weights.
-        sparse_embeddings (`bool`, defaults to `False`): the token, n-gram and wide tables get sparse gradients (only
-            the rows of the batch's tokens and n-grams), for optimizers that update only those rows (Adagrad, SGD,
-            SparseAdam): a step then costs what the batch touches, not the tables' 30M weights. torch's AdamW and
-            `clip_grad_norm_` refuse sparse gradients; `examples/run_classification.py` steps them with `LazyAdamW`
-            (SparseAdam for the tables) and clips them itself. The language-model heads need `False`.
         token_dropout_prob (`float`, defaults to 0.0): while training, the share of real tokens removed from each
             text (masked as padding) before the wave, a regulariser for bag-like models.
         initializer_range (`float`, defaults to 0.02): standard deviation of the normal initialisation.
@@ -222,7 +217,6 @@ class WaveConfig(PreTrainedConfig):
     ngram_dropout_prob: float | int = _dropout("ngram_dropout_prob", default=0.0)
     wide_ngram_sizes: Any = _ngram_orders("wide_ngram_sizes", default=(), smallest=1)
     wide_buckets: int = _positive_int("wide_buckets", default=2_097_152)
-    sparse_embeddings: bool = False
     token_dropout_prob: float | int = _dropout("token_dropout_prob", default=0.0)
     initializer_range: float | int = _above_zero("initializer_range", default=0.02)
     pad_token_id: int | None = 0
@@ -234,6 +228,14 @@ class WaveConfig(PreTrainedConfig):
     problem_type: Literal[PROBLEM_TYPES] | None = None
 
     def __post_init__(self, **kwargs):
+        if kwargs.pop("sparse_embeddings", False):
+            # Checkpoints of the recipe saved before sparse tables became a training-time switch carry it: dropped, so
+            # that the plain Trainer trains them (dense); `WaveTrainer` turns sparse tables on where asked.
+            logger.warning_once(
+                "`sparse_embeddings` is no longer a config field (a saved model must train with any loop): ignored. "
+                "Turn sparse tables on for training with `WaveTrainingArguments(sparse_embeddings=True)` and "
+                "`WaveTrainer`, or `model.sparse_embeddings_enable()` in a loop of your own."
+            )
         super().__post_init__(**kwargs)
         self.auto_map = {**WAVE_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
 

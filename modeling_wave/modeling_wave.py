@@ -94,9 +94,7 @@ class WaveEmbeddings(nn.Module):
 
     def __init__(self, config: WaveConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id, sparse=config.sparse_embeddings
-        )
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position_embedding_type = config.position_embedding_type
         if config.position_embedding_type == "learned":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -107,7 +105,7 @@ class WaveEmbeddings(nn.Module):
         self.ngram_hash = config.ngram_hash
         if self.ngram_sizes:
             ngram_width = config.ngram_embedding_size or config.hidden_size
-            self.ngram_embeddings = nn.Embedding(config.ngram_buckets, ngram_width, sparse=config.sparse_embeddings)
+            self.ngram_embeddings = nn.Embedding(config.ngram_buckets, ngram_width)
             self.ngram_projection = (
                 nn.Linear(ngram_width, config.hidden_size, bias=False) if ngram_width != config.hidden_size else None
             )
@@ -400,7 +398,7 @@ def pool_text(hidden_states: torch.Tensor, token_mask: torch.Tensor | None, pool
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
 
-class WaveWideClassifier(nn.Module):
+class WaveWideClassifier(nn.Embedding):
     """The wide part of a Wide & Deep classifier (`config.wide_ngram_sizes`, not in the paper): a linear model on
     the hashed n-grams present in a text, fastText's and NBSVM's features, whose logits are added to the wave's.
 
@@ -408,15 +406,18 @@ class WaveWideClassifier(nn.Module):
 
     Presence (not counts) and the square-root scaling are the binary, L2-normalised bag of n-grams that linear
     text classifiers use; W starts at zero, so an untrained wide part leaves the wave's logits unchanged.
+
+    W is an embedding table (buckets, num_labels), so that `sparse_embeddings_enable()` and DDP treat it as the other
+    tables: DDP expects sparse gradients from `nn.Embedding` modules only.
     """
 
     def __init__(self, config: WaveConfig):
-        super().__init__()
+        # `_weight` skips nn.Embedding's random initialisation: W starts at zero (`_init_weights`), drawing nothing.
+        shape = (config.wide_buckets, config.num_labels)
+        super().__init__(*shape, _weight=torch.zeros(shape))
         self.ngram_sizes = list(config.wide_ngram_sizes)
         self.buckets = config.wide_buckets
         self.ngram_hash = config.ngram_hash
-        self.sparse = config.sparse_embeddings
-        self.weight = nn.Parameter(torch.zeros(config.wide_buckets, config.num_labels))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         real_tokens = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask != 0
@@ -427,7 +428,8 @@ class WaveWideClassifier(nn.Module):
         distinct = (buckets != shift_right(buckets, 1, -1)) & (buckets >= 0)  # the first of every run of equal ids
         scale = distinct.sum(dim=1, keepdim=True).clamp_min(1).to(self.weight.dtype).rsqrt()  # (B, 1)
         weights = distinct.to(self.weight.dtype) * scale  # (B, N)
-        return torch.einsum("bn,bnc->bc", weights, nn.functional.embedding(buckets.clamp_min(0), self.weight, sparse=self.sparse))
+        class_weights = super().forward(buckets.clamp_min(0))  # (B, N, num_labels)
+        return torch.einsum("bn,bnc->bc", weights, class_weights)
 
 
 class WaveLMHead(nn.Module):
@@ -436,11 +438,6 @@ class WaveLMHead(nn.Module):
 
     def __init__(self, config: WaveConfig):
         super().__init__()
-        if config.sparse_embeddings:
-            raise ValueError(
-                "A language-model head scores every token of the vocabulary, so the token table it shares gets a dense "
-                "gradient at every step: set `sparse_embeddings=False` (sparse tables are for classification)."
-            )
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = ACT2FN[config.hidden_act]
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -544,7 +541,9 @@ class WavePreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if isinstance(module, WaveWideClassifier):  # an nn.Embedding, but one that starts at zero
+            init.zeros_(module.weight)
+        elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -555,8 +554,45 @@ class WavePreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, WaveWideClassifier):
-            init.zeros_(module.weight)
+
+    # Sparse tables are a training-time switch, as gradient checkpointing is: not part of the config, so that a saved
+    # model never carries into a later user's training loop something its optimizer or clipping cannot take.
+    _supports_sparse_embeddings = True
+
+    def sparse_embedding_tables(self) -> list[nn.Embedding]:
+        """The tables that `sparse_embeddings_enable()` makes sparse: token and n-gram embeddings and the wide part.
+        Position embeddings stay dense (every step touches most of their rows)."""
+        embeddings = self.base_model.embeddings
+        tables = (embeddings.word_embeddings, getattr(embeddings, "ngram_embeddings", None), getattr(self, "wide", None))
+        return [table for table in tables if table is not None]
+
+    def sparse_embeddings_enable(self):
+        """Give the token, n-gram and wide tables sparse gradients: a step touches only the rows of the batch's tokens
+        and n-grams, not the tables' millions of weights (the recipe's speed, `configuration/train/wave-recipe.json`).
+
+        Not saved with the model. torch's AdamW and `clip_grad_norm_` refuse sparse gradients: train with
+        [`WaveTrainer`] and `WaveTrainingArguments(sparse_embeddings=True)`, which call this and step the tables
+        with [`LazyAdamW`] and clip them with [`clip_grad_norm_sparse_aware_`]; in a loop of your own, use those
+        two. See docs/training.md#dense-and-sparse-tables.
+        """
+        if not self._supports_sparse_embeddings:
+            raise ValueError(
+                f"{type(self).__name__} scores every token of the vocabulary with the token table it shares, which "
+                "therefore gets a dense gradient at every step: sparse tables are for classification heads. Train "
+                "it without sparse_embeddings."
+            )
+        for table in self.sparse_embedding_tables():
+            table.sparse = True
+
+    def sparse_embeddings_disable(self):
+        """Dense gradients for every table again (the default): what the plain `Trainer` and torch's AdamW take."""
+        for table in self.sparse_embedding_tables():
+            table.sparse = False
+
+    @property
+    def is_sparse_embeddings(self) -> bool:
+        """Whether `sparse_embeddings_enable()` is in effect."""
+        return any(table.sparse for table in self.sparse_embedding_tables())
 
 
 class WaveModel(WavePreTrainedModel):
@@ -862,6 +898,7 @@ class WaveForMaskedLM(WavePreTrainedModel):
     objective). Its output projection is the input embedding table."""
 
     _tied_weights_keys = {"lm_head.decoder.weight": "wave.embeddings.word_embeddings.weight"}
+    _supports_sparse_embeddings = False  # the output layer shares the token table: its gradient is dense
 
     def __init__(self, config: WaveConfig):
         super().__init__(config)
@@ -911,6 +948,7 @@ class WaveForCausalLM(WavePreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.decoder.weight": "wave.embeddings.word_embeddings.weight"}
     _is_stateful = True  # running sums cannot be rolled back to an earlier token: no assisted generation
+    _supports_sparse_embeddings = False  # the output layer shares the token table: its gradient is dense
 
     def __init__(self, config: WaveConfig):
         if not config.is_decoder:

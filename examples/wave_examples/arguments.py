@@ -41,15 +41,6 @@ class ModelArguments:
         "Fine-tuning: re-initialise the checkpoint's weights whose shapes differ from the model's (e.g. a "
         "classifier trained for another number of classes) instead of refusing the checkpoint.",
     )
-    wide_learning_rate: float | None = option(
-        None,
-        "Learning rate of the wide n-gram part (`wide_ngram_sizes`), which, like any linear model on "
-        "sparse features, learns best with a larger one than the wave (default: learning_rate).",
-    )
-    embedding_learning_rate: float | None = option(
-        None,
-        "Learning rate of the token and n-gram embedding tables (default: learning_rate).",
-    )
     tokenizer_name: str | None = option(
         None, "Tokenizer folder or Hub id (default: the checkpoint's, else bert-base-uncased)."
     )

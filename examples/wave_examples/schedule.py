@@ -1,58 +1,30 @@
-"""A training schedule that follows the data (`--schedule data`): how long a text may be, how many updates, how often
-to evaluate. One function derives all of it from the training set, logs it when a run starts, and leaves alone every
-option that the preset or the command line set to something other than its default.
-
-    updates  = steps per epoch x epochs, epochs = min_updates / steps per epoch, clipped to [1, max_epochs] and to the
-               token budget (max_train_tokens / tokens per epoch, at least 1 epoch)
-    evaluate = every updates / evaluations steps, keeping the checkpoint best on validation, with as many evaluations
-               as `eval_share` of the training tokens pays for (at most `evaluations`); one or none: no evaluation
-               during training (the model of the last update is the one evaluated)
-    length   = the length that keeps `length_coverage` of the training texts whole, capped by the model's positions
-
-A small set (TREC: 68 updates an epoch at batch 64) gets many epochs; a large one (IMDB: 313 updates) gets one or
-two, and long texts get fewer than short ones. The values of the defaults were chosen on validation
-(docs/recipe.md).
+"""`--schedule data`: the recipe's schedule derived from the training set (`modeling_wave.wave_schedule`, which a
+script of one's own calls too), applied to the examples' arguments. The derived values are logged when a run starts;
+every option that the preset or the command line set to something other than its default is left alone.
 """
 
 import logging
 import math
-from dataclasses import fields
+from dataclasses import asdict, fields
 
-import numpy as np
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
+
+from modeling_wave import wave_schedule
 
 from wave_examples.arguments import DataArguments, ScheduleArguments
 
 logger = logging.getLogger(__name__)
 
 
-def covering_length(lengths, coverage: float, cap: int) -> int:
-    """The smallest length (a multiple of 8) that keeps `coverage` of the texts whole, at most `cap`."""
-    length = int(np.quantile(np.asarray(lengths), coverage, method="higher"))
-    return min(cap, 8 * math.ceil(length / 8))
-
-
 def derive_schedule(
     lengths: list[int], args: ScheduleArguments, training_args: TrainingArguments, eval_tokens: int = 0
 ) -> dict:
-    """The derived values for a training set whose (already capped) token lengths are `lengths`, and a validation set
-    of `eval_tokens` tokens."""
+    """`wave_schedule` with the options of `ScheduleArguments` and the global batch of `training_args`."""
     batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     batch *= max(1, training_args.world_size)
-    steps_per_epoch = math.ceil(len(lengths) / batch)
-    epochs = min(args.max_epochs, max(1.0, args.min_updates / steps_per_epoch))
-    epochs = min(epochs, max(1.0, args.max_train_tokens / sum(lengths)))
-    max_steps = math.ceil(epochs * steps_per_epoch)
-    affordable = args.evaluations if not eval_tokens else int(args.eval_share * epochs * sum(lengths) / eval_tokens)
-    evaluations = min(args.evaluations, affordable)
-    eval_steps = math.ceil(max_steps / evaluations) if evaluations >= 2 else None
-    return {
-        "max_seq_length": covering_length(lengths, args.length_coverage, cap=max(lengths)),
-        "max_steps": max_steps,
-        "epochs": max_steps / steps_per_epoch,
-        "eval_steps": eval_steps,
-    }
+    options = {f.name: getattr(args, f.name) for f in fields(ScheduleArguments) if f.name != "schedule"}
+    return asdict(wave_schedule(lengths, batch, eval_tokens=eval_tokens, **options))
 
 
 def apply_schedule(

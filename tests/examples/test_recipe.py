@@ -1,5 +1,6 @@
 """Tests of the recipe that runs unchanged on any set: the schedule derived from the data, token embeddings started
-from MiniLM, sparse gradients with Trainer, classes taken from the data, and the suite example (`--quick`).
+from MiniLM, one preset through Trainer and the Accelerate loop, classes taken from the data, and the suite example
+(`--quick`). The sparse tables, their optimizer and clipping: tests/model/test_trainer_wave.py.
 
 Run: `OMP_NUM_THREADS=1 python -m pytest tests/examples/test_recipe.py -q`
 """
@@ -13,19 +14,14 @@ from example_scripts import load_example
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from modeling_wave import WaveConfig, WaveForSequenceClassification
+from modeling_wave import LazyAdamW, WaveConfig, WaveForSequenceClassification, init_word_embeddings
+from modeling_wave.optimization_wave import covering_length
 from wave_examples.arguments import DataArguments, ScheduleArguments
 from wave_examples.data import load_tokenizer
 from wave_examples.hub import resolve_pretrained_path
-from wave_examples.schedule import apply_schedule, covering_length, derive_schedule
-from wave_examples.training import (
-    LazyAdamW,
-    clip_sparse_aware_grad_norm,
-    init_word_embeddings,
-    sparse_gradient_parameters,
-)
+from wave_examples.schedule import apply_schedule, derive_schedule
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM = resolve_pretrained_path("sentence-transformers/all-MiniLM-L6-v2")
 run_suite = load_example("run_suite")
 
 
@@ -123,7 +119,7 @@ def test_bad_schedule_options_are_refused_by_name(field, value):
 def minilm_table() -> torch.Tensor:
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(resolve_pretrained_path(MINILM)).get_input_embeddings().weight.detach()
+    return AutoModel.from_pretrained(MINILM).get_input_embeddings().weight.detach()
 
 
 def small_classifier(hidden_size: int, vocab_size: int = 30522) -> WaveForSequenceClassification:
@@ -161,63 +157,6 @@ def test_a_vocabulary_mismatch_is_refused_by_name(tmp_path):
 def test_a_narrower_table_is_refused():
     with pytest.raises(ValueError, match="hidden_size <= 384"):
         init_word_embeddings(small_classifier(hidden_size=512), MINILM, load_tokenizer())
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Sparse gradients
-
-
-def sparse_and_dense_models():
-    config = WaveConfig(vocab_size=60, hidden_size=8, intermediate_size=0, num_labels=3, ngram_sizes=[2],
-                        ngram_buckets=50, wide_ngram_sizes=[1, 2], wide_buckets=80, hidden_dropout_prob=0.0)
-    torch.manual_seed(0)
-    dense = WaveForSequenceClassification(config)
-    sparse = WaveForSequenceClassification(WaveConfig(**{**config.to_dict(), "sparse_embeddings": True}))
-    sparse.load_state_dict(dense.state_dict())
-    with torch.no_grad():
-        for model in (dense, sparse):
-            model.wide.weight.copy_(torch.linspace(-1, 1, model.wide.weight.numel()).view_as(model.wide.weight))
-    return dense, sparse
-
-
-def backward_on_a_batch(model):
-    input_ids = torch.tensor([[5, 6, 7, 5, 6], [9, 9, 3, 0, 0]])
-    attention_mask = (input_ids != 0).long()
-    model(input_ids=input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 2])).loss.backward()
-
-
-def test_sparse_gradients_equal_the_dense_ones():
-    dense, sparse = sparse_and_dense_models()
-    backward_on_a_batch(dense)
-    backward_on_a_batch(sparse)
-    for (name, p_dense), p_sparse in zip(dense.named_parameters(), sparse.parameters()):
-        grad = p_sparse.grad.to_dense() if p_sparse.grad.is_sparse else p_sparse.grad
-        torch.testing.assert_close(grad, p_dense.grad, msg=name)
-    assert sparse.wave.embeddings.ngram_embeddings.weight.grad.is_sparse and sparse.wide.weight.grad.is_sparse
-
-
-@pytest.mark.parametrize("max_norm", [0.01, float("inf")])
-def test_clipping_sparse_gradients_equals_torch_clipping_of_the_dense_ones(max_norm):
-    dense, sparse = sparse_and_dense_models()
-    backward_on_a_batch(dense)
-    backward_on_a_batch(sparse)
-    expected = torch.nn.utils.clip_grad_norm_(dense.parameters(), max_norm)
-    torch.testing.assert_close(clip_sparse_aware_grad_norm(sparse.parameters(), max_norm), expected)
-    for p_dense, p_sparse in zip(dense.parameters(), sparse.parameters()):
-        grad = p_sparse.grad.to_dense() if p_sparse.grad.is_sparse else p_sparse.grad
-        torch.testing.assert_close(grad, p_dense.grad, rtol=1e-5, atol=1e-7)
-
-
-def test_a_sparse_adagrad_step_updates_the_touched_rows_as_a_dense_one_and_no_other():
-    dense, sparse = sparse_and_dense_models()
-    before = sparse.wide.weight.detach().clone()
-    for model in (dense, sparse):
-        backward_on_a_batch(model)
-        torch.optim.Adagrad(model.parameters(), lr=0.1).step()
-    touched = dense.wide.weight.grad.abs().sum(dim=1) != 0
-    torch.testing.assert_close(sparse.wide.weight[touched], dense.wide.weight[touched])
-    assert torch.equal(sparse.wide.weight[~touched], before[~touched])
-    assert touched.any() and (~touched).any()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,43 +202,6 @@ def test_the_suite_quick_mode_end_to_end(tmp_path):
 def test_the_suite_refuses_an_unknown_set():
     with pytest.raises(ValueError, match="--sets names \\['sst'\\]"):
         run_suite.main(["configuration/suites/suite-five-sets.json", "--sets", "sst"])
-
-
-def test_lazy_adamw_updates_touched_rows_as_adamw_and_leaves_the_others():
-    dense, sparse = sparse_and_dense_models()
-    before = sparse.wide.weight.detach().clone()
-    for model in (dense, sparse):
-        backward_on_a_batch(model)
-    settings = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    torch.optim.AdamW(dense.parameters(), **settings).step()
-    lazy = LazyAdamW([{"params": list(sparse.parameters())}], sparse_gradient_parameters(sparse), **settings)
-    lazy.step()
-    touched = dense.wide.weight.grad.abs().sum(dim=1) != 0
-    torch.testing.assert_close(sparse.wide.weight[touched], dense.wide.weight[touched])
-    assert torch.equal(sparse.wide.weight[~touched], before[~touched]) and (~touched).any()
-    for (name, p_dense), p_sparse in zip(dense.named_parameters(), sparse.parameters()):
-        if id(p_sparse) not in sparse_gradient_parameters(sparse):
-            torch.testing.assert_close(p_sparse, p_dense, msg=name)  # the dense parameters: AdamW itself
-    assert len(lazy.param_groups) == 2 and lazy.sparse.param_groups[0] is lazy.param_groups[1]
-
-
-def test_trainer_turns_adamw_into_lazy_adamw_for_sparse_tables(tmp_path):
-    from wave_examples.training import ClassificationTrainer
-
-    _, sparse = sparse_and_dense_models()
-    trainer = ClassificationTrainer(model=sparse, args=training_arguments(tmp_path, learning_rate=1e-3),
-                                    wide_learning_rate=0.03, embedding_learning_rate=0.01)
-    optimizer = trainer.create_optimizer()
-    assert isinstance(optimizer, LazyAdamW)
-
-    def rates_of(parameter):
-        return [g["lr"] for g in optimizer.param_groups if any(p is parameter for p in g["params"])]
-
-    assert rates_of(sparse.wide.weight) == [0.03]
-    assert rates_of(sparse.get_input_embeddings().weight) == [0.01]
-    assert rates_of(sparse.wave.embeddings.ngram_embeddings.weight) == [0.01]
-    assert rates_of(sparse.classifier.weight) == [1e-3]
-    assert any(p is sparse.wide.weight for g in optimizer.sparse.param_groups for p in g["params"])
 
 
 def test_the_hash_spread_example_shows_the_legacy_hash_crowding(tmp_path):
@@ -403,26 +305,6 @@ def test_the_accelerate_loop_refuses_what_only_trainer_does_by_name(tmp_path):
     train_accelerate = load_example("train_accelerate")
     with pytest.raises(ValueError, match="--torch_compile"):
         train_accelerate.main(tiny_recipe_argv(tmp_path, "--torch_compile", "true"))
-
-
-def test_the_accelerate_loop_refuses_sparse_tables_across_processes():
-    train_accelerate = load_example("train_accelerate")
-    _, sparse = sparse_and_dense_models()
-
-    class TwoProcesses:
-        num_processes = 2
-
-    with pytest.raises(ValueError, match="sparse_embeddings"):
-        train_accelerate.refuse_sparse_tables_across_processes(sparse, TwoProcesses())
-
-
-@pytest.mark.parametrize("head", ["WaveForMaskedLM", "WaveForCausalLM"])
-def test_language_model_heads_refuse_sparse_tables(head):
-    import modeling_wave
-
-    config = WaveConfig(vocab_size=60, hidden_size=8, intermediate_size=0, sparse_embeddings=True)
-    with pytest.raises(ValueError, match="sparse_embeddings=False"):
-        getattr(modeling_wave, head)(config)
 
 
 def test_truncating_tokenized_splits_keeps_the_final_separator():

@@ -199,8 +199,9 @@ def write_sentiment_csv(path, rows: int, seed: int):
 # The optimizers a run can checkpoint: Trainer's AdamW, and the recipe's (configuration/train/wave-recipe.json) sparse
 # tables, whose AdamW becomes LazyAdamW (SparseAdam for the tables).
 SPARSE_TABLES = {
-    "config_overrides": json.dumps({"sparse_embeddings": True, "ngram_sizes": [2], "ngram_buckets": 500,
-                                    "wide_ngram_sizes": [1, 2], "wide_buckets": 1000}),
+    "config_overrides": json.dumps({"ngram_sizes": [2], "ngram_buckets": 500, "wide_ngram_sizes": [1, 2],
+                                    "wide_buckets": 1000}),
+    "sparse_embeddings": "true",
     "wide_learning_rate": 0.03,
 }
 

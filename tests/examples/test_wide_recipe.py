@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from test_run_classification import imdb_dir, output_tail, run_script, write_wave_config
-from transformers import TrainingArguments
 
 from conftest import REPO_ROOT, shared_data_dir
 from example_scripts import load_example
-from modeling_wave import WaveConfig, WaveForSequenceClassification
+from modeling_wave import WaveConfig, WaveForSequenceClassification, WaveTrainingArguments
 from wave_examples import training
 
 run_linear_baseline = load_example("run_linear_baseline")
@@ -140,8 +139,10 @@ def test_wide_part_gets_its_own_learning_rate(tmp_path):
     config = WaveConfig(vocab_size=50, hidden_size=16, intermediate_size=0, num_labels=2, wide_ngram_sizes=[1, 2],
                         wide_buckets=100)
     model = WaveForSequenceClassification(config)
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, use_cpu=True, report_to="none")
-    trainer = training.ClassificationTrainer(model=model, args=args, wide_learning_rate=0.03)
+    args = WaveTrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-3, use_cpu=True, report_to="none", wide_learning_rate=0.03
+    )
+    trainer = training.ClassificationTrainer(model=model, args=args)
     optimizer = trainer.create_optimizer()
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert rates[id(model.wide.weight)] == 0.03

@@ -363,6 +363,13 @@ def test_no_wave_layer_is_a_bag_of_embeddings():
 BEFORE_REFACTOR = Path(__file__).parents[1] / "fixtures" / "checkpoint-before-refactor"
 
 
+# The records were computed on another machine: float sums may differ in their last bits there (2.4e-7 seen on logits
+# of order 1), so logits compare within SAVED_LOGITS_TOLERANCE, and greedy generations exactly, as token ids. The
+# code before issue 23's fixes differed from these records by far more (a position or n-gram off changes logits by
+# 1e-2 and more).
+SAVED_LOGITS_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
 def load_checkpoint_before_refactor(tmp_path, name, model_class):
     """A model saved by the code before the refactor (`fixtures/checkpoint-before-refactor/<name>`), its record."""
     record = json.loads((BEFORE_REFACTOR / name / "checkpoint.json").read_text())
@@ -373,18 +380,18 @@ def load_checkpoint_before_refactor(tmp_path, name, model_class):
     return model_class.from_pretrained(tmp_path).eval(), inputs, record
 
 
-def test_a_classifier_saved_before_the_refactor_predicts_bit_exactly_as_before(tmp_path):
+def test_a_classifier_saved_before_the_refactor_predicts_as_before(tmp_path):
     model, inputs, record = load_checkpoint_before_refactor(tmp_path, "sequence-classification", AutoModelForSequenceClassification)
     assert model.wide is not None and model.config.ngram_sizes == [2, 3]
-    torch.testing.assert_close(model(**inputs).logits, torch.tensor(record["logits"]), rtol=0, atol=0)
+    torch.testing.assert_close(model(**inputs).logits, torch.tensor(record["logits"]), **SAVED_LOGITS_TOLERANCE)
 
 
-def test_a_language_model_saved_before_the_refactor_generates_bit_exactly_as_before(tmp_path):
+def test_a_language_model_saved_before_the_refactor_generates_as_before(tmp_path):
     model, inputs, record = load_checkpoint_before_refactor(tmp_path, "causal-lm", WaveForCausalLM)
-    torch.testing.assert_close(model(**inputs).logits, torch.tensor(record["logits"]), rtol=0, atol=0)
+    torch.testing.assert_close(model(**inputs).logits, torch.tensor(record["logits"]), **SAVED_LOGITS_TOLERANCE)
     generated = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert generated.tolist() == record["generated"]
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     cache = model(input_ids=ids[:, :5], attention_mask=mask[:, :5], use_cache=True).cache
     second = model(input_ids=ids[:, 5:], attention_mask=mask, cache=cache, use_cache=True).logits
-    torch.testing.assert_close(second, torch.tensor(record["cached_logits"]), rtol=0, atol=0)
+    torch.testing.assert_close(second, torch.tensor(record["cached_logits"]), **SAVED_LOGITS_TOLERANCE)
