@@ -33,7 +33,12 @@ from transformers import TrainerCallback, set_seed  # noqa: E402
 
 from wave_examples import option  # noqa: E402
 from wave_examples.arguments import DataArguments, ModelArguments, ScheduleArguments, parse_preset_arguments  # noqa: E402
-from modeling_wave import clip_grad_norm_sparse_aware_, create_wave_optimizer, enable_sparse_embeddings  # noqa: E402
+from modeling_wave import (  # noqa: E402
+    WaveTrainingArguments,
+    clip_grad_norm_sparse_aware_,
+    create_wave_optimizer,
+    enable_sparse_embeddings,
+)
 from wave_examples.training import check_classification_arguments, prepare_classification  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -213,7 +218,7 @@ def write_report(stages: list[dict], parts: list[dict], extra: dict, folder: Pat
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    dataclass_types = (ModelArguments, DataArguments, transformers.TrainingArguments, ScheduleArguments, ProfileArguments)
+    dataclass_types = (ModelArguments, DataArguments, WaveTrainingArguments, ScheduleArguments, ProfileArguments)
     *run_args, profile_args = parse_preset_arguments(dataclass_types, argv)
     model_args, data_args, training_args, schedule_args = check_classification_arguments(*run_args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)

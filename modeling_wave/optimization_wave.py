@@ -187,9 +187,10 @@ def create_wave_optimizer(model, args: TrainingArguments) -> torch.optim.Optimiz
         return LazyAdamW(groups, sparse_ids, **optimizer_kwargs)
     if isinstance(optimizer_cls, type) and issubclass(optimizer_cls, SPARSE_CAPABLE_OPTIMIZERS):
         return optimizer_cls(groups, **optimizer_kwargs)
+    optim = getattr(args.optim, "value", args.optim)
     raise ValueError(
-        f"optim={args.optim} cannot step the sparse gradients of sparse_embeddings: use optim adamw_torch (LazyAdamW "
-        "for the tables), sgd or adagrad, or train with sparse_embeddings=False."
+        f"optim={optim} cannot step the sparse gradients of sparse_embeddings: use optim adamw_torch (LazyAdamW for "
+        "the tables), sgd or adagrad, or train with sparse_embeddings=False."
     )
 
 

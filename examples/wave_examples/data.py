@@ -279,7 +279,7 @@ def _encode_labels(raw: datasets.DatasetDict, args: DataArguments, sources: dict
         # Classes counted from 1 (AG News, DBpedia, star ratings), with or without a header row: 1..N become 0..N-1.
         offset = 1 if found[0] == 1 and not any(0 in set(dataset[column]) for dataset in raw.values()) else 0
         count = len(given_names) if given_names else found[-1] - offset + 1
-        names = given_names or [str(i) for i in range(count)]
+        names = given_names or [f"LABEL_{i}" for i in range(count)]  # Transformers' names for unnamed classes
         to_id = {i + offset: i for i in range(count)}
     else:
         found = sorted({str(v) for v in raw["train"][column]})

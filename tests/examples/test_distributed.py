@@ -210,6 +210,43 @@ def accelerate_runs(workspace):
     return load_ranks(two), load_ranks(one)
 
 
+# The main job's preset as shipped (MiniLM's token table, group_by_length, wide learning rate, sparse tables with
+# LazyAdamW and sparse-aware clipping: DDP all-reduces their sparse gradients over gloo), with its model's dropouts at
+# 0 and smaller hash tables, on the fixed schedule of the runs above rather than one derived from the data.
+RECIPE = [
+    "configuration/train/wave-recipe.json", "--schedule", "fixed", "--load_best_model_at_end", "false",
+    "--config_overrides", "hidden_dropout_prob=0,ngram_dropout_prob=0,ngram_buckets=1000,wide_buckets=4096",
+]  # fmt: skip
+
+
+def recipe_args(workspace: Path, name: str, batch_size: int, *extra: str) -> list[str]:
+    args = training_args(workspace / "data", workspace / "config.json", workspace / name, batch_size, *extra)
+    config_at = args.index("--config_name")
+    return RECIPE + args[:config_at] + args[config_at + 2 :]  # the preset's model config
+
+
+@pytest.fixture(scope="module")
+def recipe_runs(workspace):
+    """The main preset with sparse tables: run_classification.py under torchrun and under `accelerate launch`,
+    train_accelerate.py under `accelerate launch`, and each loop on one process."""
+    records = {}
+    for mode, launcher in (("trainer", "torchrun"), ("trainer", "accelerate"), ("accelerate", "accelerate")):
+        name = f"recipe-{mode}-{launcher}"
+        command = driver(mode, workspace / name, recipe_args(workspace, f"out-{name}", PER_DEVICE_BATCH,
+                                                             "--save_strategy", "no"))  # fmt: skip
+        if launcher == "torchrun":
+            run(torchrun(command), workspace, name)
+        else:
+            run(accelerate_launch("configuration/accelerate/multi-cpu.yaml", command), workspace, name)
+        records[mode, launcher] = load_ranks(workspace / name)
+    for mode in ("trainer", "accelerate"):
+        name = f"recipe-{mode}-1"
+        args = recipe_args(workspace, f"out-{name}", 2 * PER_DEVICE_BATCH, "--save_strategy", "no")
+        run(single(driver(mode, workspace / name, args)), workspace, name)
+        records[mode, "single"] = load_ranks(workspace / name)
+    return records
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,6 +291,16 @@ def test_accelerate_launch_multi_cpu_runs_ddp_and_matches_one_process(accelerate
     # Both ranks evaluated their half of the validation set; gather_for_metrics gave both the same whole result.
     assert ranks[0]["results"]["eval_samples"] == 32
     assert ranks[0]["results"]["eval_accuracy"] == ranks[1]["results"]["eval_accuracy"]
+
+
+@pytest.mark.parametrize("mode, launcher", [("trainer", "torchrun"), ("trainer", "accelerate"),
+                                            ("accelerate", "accelerate")])  # fmt: skip
+def test_the_main_preset_with_sparse_tables_on_two_processes_matches_one_process(recipe_runs, mode, launcher):
+    ranks, single = recipe_runs[mode, launcher], recipe_runs[mode, "single"]
+    check_synchronised(ranks, single, "DistributedDataParallel")
+    for record in (*ranks, *single):
+        assert record["sparse_tables"] == ["wave.embeddings.word_embeddings", "wave.embeddings.ngram_embeddings", "wide"]
+        assert record["optimizer"] == "LazyAdamW"
 
 
 def test_accelerate_resume_from_mid_epoch_checkpoint(workspace, accelerate_runs):
@@ -392,6 +439,12 @@ def wrapper_facts(wrapped: torch.nn.Module) -> dict:
     return facts
 
 
+def training_facts(model: torch.nn.Module, optimizer) -> dict:
+    """Which tables train sparse, and the optimizer's class (inside Accelerate's wrapper)."""
+    sparse = [name for name, module in model.named_modules() if getattr(module, "sparse", False)]
+    return {"sparse_tables": sparse, "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__}
+
+
 def save_record(out: Path, record: dict):
     out.mkdir(parents=True, exist_ok=True)
     torch.save(record, out / f"rank{record['rank']}.pt")
@@ -417,6 +470,7 @@ def trainer_driver(out: Path, args: list[str]):
     save_record(out, {
         **seen["facts"],
         **wrapper_facts(trainer.model_wrapped),
+        **training_facts(trainer.model, trainer.optimizer),
         "distributed_type": trainer.accelerator.distributed_type.value,
         "batches": seen["batches"],
         "initial_state_dict": seen["initial_state_dict"],
@@ -438,7 +492,7 @@ def accelerate_driver(out: Path, args: list[str]):
             seen["batches"], seen["facts"] = [], distributed_facts()  # end_training() destroys the process group
             record_training_batches(model, seen["batches"])
             prepared = super().prepare(*objects, **kw)
-            seen["accelerator"], seen["wrapped"] = self, prepared[0]
+            seen["accelerator"], seen["wrapped"], seen["optimizer"] = self, prepared[0], prepared[1]
             return prepared
 
     train_accelerate.Accelerator = RecordingAccelerator
@@ -448,6 +502,7 @@ def accelerate_driver(out: Path, args: list[str]):
     save_record(out, {
         **seen["facts"],
         **wrapper_facts(wrapped),
+        **training_facts(accelerator.unwrap_model(wrapped), seen["optimizer"]),
         "distributed_type": accelerator.distributed_type.value,
         "batches": seen["batches"],
         "initial_state_dict": seen["initial_state_dict"],

@@ -102,7 +102,7 @@ def test_ag_news_labels_shift_to_zero_and_title_joins_description(ag_news_dir):
 
 def test_ag_news_without_class_names_numbers_the_classes_from_zero(ag_news_dir):
     raw, names = load_raw_splits(args(data_dir=str(ag_news_dir), csv_header=False), 0)
-    assert names == ["0", "1", "2", "3"]
+    assert names == ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"]
     assert list(raw["test"]["label"]) == [0, 1, 2, 3]
 
 
@@ -110,7 +110,7 @@ def test_header_less_tsv_with_one_text_column(tmp_path):
     rows = [(i % 3 + 1, f"text {i}") for i in range(12)]
     train = write(tmp_path / "train.tsv", "".join(f"{label}\t{text}\n" for label, text in rows))
     raw, names = load_raw_splits(args(train_file=train, test_file=train, csv_header=False), 0)
-    assert names == ["0", "1", "2"]
+    assert names == ["LABEL_0", "LABEL_1", "LABEL_2"]
     assert list(raw["test"]["label"]) == [i % 3 for i in range(12)]
     assert texts(raw["test"]) == [f"text {i}" for i in range(12)]
 
@@ -140,10 +140,10 @@ def test_imdb_style_csv_keeps_only_text_and_label(tmp_path):
     assert list(raw["test"]["label"]) == [i % 2 for i in range(10)]
 
 
-def test_integer_labels_without_class_names_are_named_by_number(tmp_path):
+def test_integer_labels_without_class_names_get_transformers_label_names(tmp_path):
     path = numbered_csv(tmp_path / "train.csv", 10, label=lambda i: i % 3)
     _, names = load_raw_splits(args(train_file=path, test_file=path), 0)
-    assert names == ["0", "1", "2"]
+    assert names == ["LABEL_0", "LABEL_1", "LABEL_2"]
 
 
 def test_string_labels_in_tsv_and_json_lines(tmp_path):
@@ -174,7 +174,7 @@ def test_json_lines_with_integer_labels_and_a_validation_file(tmp_path):
     validation = write(tmp_path / "dev.jsonl", lines(3, 100))
     test = write(tmp_path / "test.jsonl", lines(4, 200))
     raw, names = load_raw_splits(args(train_file=train, validation_file=validation, test_file=test), 0)
-    assert names == ["0", "1"]
+    assert names == ["LABEL_0", "LABEL_1"]
     assert {split: len(dataset) for split, dataset in raw.items()} == {"train": 8, "validation": 3, "test": 4}
     assert sorted(texts(raw["validation"])) == ["t100", "t101", "t102"]  # the given file, not a hold-out
 
@@ -284,7 +284,7 @@ def test_unlabelled_test_file_falls_back_to_validation(tmp_path):
     validation = write_csv(tmp_path / "dev.csv", "text,label", [(f"dev {i}", i % 2) for i in range(6)])
     test = write_csv(tmp_path / "test.csv", "text,label", [(f"hidden {i}", -1) for i in range(7)])
     raw, names = load_raw_splits(args(train_file=train, validation_file=validation, test_file=test), 0)
-    assert names == ["0", "1"]
+    assert names == ["LABEL_0", "LABEL_1"]
     assert texts(raw["test"]) == [f"dev {i}" for i in range(6)]
     assert list(raw["test"]["label"]) == [i % 2 for i in range(6)]
     assert (len(raw["train"]), len(raw["validation"])) == (40, 10)  # validation is now held out of train (80/20)
@@ -515,7 +515,7 @@ def test_imdb_folder_loads_with_the_paper_split():
 def test_header_csv_with_labels_from_one_gets_one_class_per_label(tmp_path):
     path = numbered_csv(tmp_path / "train.csv", 12, label=lambda i: i % 3 + 1)  # classes 1, 2, 3, with a header
     raw, names = load_raw_splits(args(train_file=path, test_file=path), 0)
-    assert names == ["0", "1", "2"]  # three classes, renumbered from 0: not a fourth class that never occurs
+    assert names == ["LABEL_0", "LABEL_1", "LABEL_2"]  # three classes, renumbered from 0: not a fourth class that never occurs
     assert sorted(set(raw["test"]["label"])) == [0, 1, 2]
     assert list(raw["test"]["label"])[:3] == [0, 1, 2]
 
@@ -524,7 +524,7 @@ def test_labels_from_zero_are_not_shifted_when_a_split_holds_class_zero(tmp_path
     train = numbered_csv(tmp_path / "train.csv", 10, label=lambda i: i % 2 + 1)
     test = write_csv(tmp_path / "test.csv", "text,label", [("a", 0), ("b", 2)])
     raw, names = load_raw_splits(args(train_file=train, test_file=test), 0)
-    assert names == ["0", "1", "2"] and list(raw["test"]["label"]) == [0, 2]
+    assert names == ["LABEL_0", "LABEL_1", "LABEL_2"] and list(raw["test"]["label"]) == [0, 2]
 
 
 def test_a_file_that_is_not_utf8_names_its_encoding(tmp_path):
