@@ -23,7 +23,8 @@ def main(data_dir: str, class_names: list[str], output_dir: str = "outputs/own-t
     train, validation = data["train"].train_test_split(test_size=0.2, seed=42).values()
 
     # The recipe's schedule from the training texts: their length (99% whole), the number of updates.
-    schedule = wave_schedule([len(ids) for ids in train["input_ids"]], global_batch_size=64, max_train_tokens=12_000_000)
+    lengths = [len(ids) for ids in train["input_ids"]]
+    schedule = wave_schedule(lengths, global_batch_size=64, max_train_tokens=12_000_000)
     train, validation, test = (split.map(cut_to, fn_kwargs={"length": schedule.max_seq_length}, batched=True)
                                for split in (train, validation, data["test"]))  # fmt: skip
 

@@ -4,9 +4,9 @@
     python examples/run_classification.py configuration/train/imdb-modulation.json [--key value ...]
 
 The only positional argument is a JSON preset from `configuration/`; any `--key value` after it overrides the
-preset (every field of `ModelArguments`, `DataArguments`, `WaveTrainingArguments` and `ScheduleArguments`). The training set is split
-80/20 into train / validation (seeded), the checkpoint best on validation is evaluated on the test set, and the
-output folder holds weights, config with `auto_map`, code, tokenizer, `all_results.json` and a model card.
+preset (every field of `ModelArguments`, `DataArguments`, `WaveTrainingArguments` and `ScheduleArguments`). The
+training set is split 80/20 into train / validation (seeded), the checkpoint best on validation is evaluated on the
+test set, and the output folder holds weights, config with `auto_map`, code, tokenizer, `all_results.json` and a model card.
 """
 
 import logging

@@ -11,10 +11,8 @@ from the package (`enable_sparse_embeddings`, `create_wave_optimizer`, `clip_gra
 `WaveTrainer` takes them. The `WaveTrainingArguments` it reads are listed in docs/distributed.md; what only Trainer
 does is refused by name (`refuse_what_this_loop_cannot_honour`).
 
-Checkpoints are `output_dir/checkpoint-<step>` folders written by `accelerator.save_state` (model, optimizer,
-scheduler, random states, loop position); `--resume_from_checkpoint <folder>` continues from one with
-`accelerator.load_state`, mid-epoch included, and an output_dir that already holds checkpoints resumes from the
-last one. See docs/distributed.md for the launch commands (one GPU, DDP, FSDP, DeepSpeed, several CPU processes).
+Checkpoints (`output_dir/checkpoint-<step>`, `save_state`) resume with `--resume_from_checkpoint`, mid-epoch included;
+an output_dir that holds checkpoints resumes from the last. Launch commands: docs/distributed.md.
 """
 
 import json
@@ -35,12 +33,8 @@ from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import rotate_checkpoints
 
-from modeling_wave import (
-    clip_grad_norm_sparse_aware_,
-    create_wave_optimizer,
-    enable_sparse_embeddings,
-    has_sparse_gradients,
-)
+from modeling_wave import clip_grad_norm_sparse_aware_, create_wave_optimizer, enable_sparse_embeddings
+from modeling_wave import has_sparse_gradients
 from wave_examples.data import build_compute_metrics
 from wave_examples.training import last_checkpoint, parse_classification_arguments, prepare_model_and_data
 
@@ -124,12 +118,9 @@ def refuse_what_this_loop_cannot_honour(training_args, accelerator: Accelerator)
             training_args.train_sampling_strategy not in ("random", "group_by_length")
         ),
     }
-    named = [option for option, given in refused.items() if given]
-    if named:
-        raise ValueError(
-            f"train_accelerate.py cannot honour {'; '.join(named)}. Use run_classification.py (the same presets with "
-            f"Trainer), or leave the option out."
-        )
+    if named := [option for option, given in refused.items() if given]:
+        raise ValueError(f"train_accelerate.py cannot honour {'; '.join(named)}. Use run_classification.py (the same "
+                         "presets with Trainer), or leave the option out.")  # fmt: skip
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -209,10 +200,8 @@ def load_best_model(accelerator: Accelerator, training_args, state: LoopState):
     if state.best_checkpoint is None:
         logger.warning("load_best_model_at_end: no checkpoint was saved at an evaluation; keeping the last model.")
         return
-    accelerator.print(
-        f"Loading the best model: {state.best_checkpoint} "
-        f"({training_args.metric_for_best_model} = {state.best_metric})"
-    )
+    name = training_args.metric_for_best_model
+    accelerator.print(f"Loading the best model: {state.best_checkpoint} ({name} = {state.best_metric})")
     accelerator.load_state(state.best_checkpoint)
 
 
@@ -362,13 +351,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     collator = DataCollatorWithPadding(tokenizer)  # pads each batch to its longest text
     train_dataloader = train_dataloader_for(tokenized["train"], training_args, collator)
+    eval_options = {"collate_fn": collator, "num_workers": training_args.dataloader_num_workers}
     eval_dataloaders = [
-        DataLoader(
-            tokenized[split],
-            batch_size=training_args.per_device_eval_batch_size,
-            collate_fn=collator,
-            num_workers=training_args.dataloader_num_workers,
-        )
+        DataLoader(tokenized[split], batch_size=training_args.per_device_eval_batch_size, **eval_options)
         for split in ("validation", "test")
     ]
     optimizer = create_wave_optimizer(model, training_args)
@@ -401,12 +386,11 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.log(metrics, step=results.get("train_steps"))
         results.update(metrics)
     if accelerator.is_main_process:
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        output_dir = Path(training_args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
         summary = {k: v for k, v in results.items() if k != "train_log_history"}
-        (Path(training_args.output_dir) / "all_results.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (Path(training_args.output_dir) / "log_history.json").write_text(
-            json.dumps(results.get("train_log_history", []), indent=2) + "\n"
-        )
+        (output_dir / "all_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (output_dir / "log_history.json").write_text(json.dumps(results.get("train_log_history", []), indent=2) + "\n")
     accelerator.end_training()
     return results
 

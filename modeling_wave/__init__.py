@@ -9,6 +9,7 @@ The training API (`WaveTrainer`, `WaveTrainingArguments`, `LazyAdamW`, `create_w
 model alone does not.
 """
 import importlib
+import importlib.util
 
 # ruff: noqa: F405
 
@@ -52,9 +53,14 @@ _TRAINING_API = {
 
 
 def __getattr__(name: str):
-    if name in _TRAINING_API:
-        return getattr(importlib.import_module(f".{_TRAINING_API[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _TRAINING_API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if importlib.util.find_spec("accelerate") is None:  # transformers' own message does not name it
+        raise ImportError(
+            f"modeling_wave.{name} is training API: it needs transformers' Trainer, which needs accelerate. "
+            "Install it with `pip install accelerate` (or `pip install modeling-wave[examples]`)."
+        )
+    return getattr(importlib.import_module(f".{_TRAINING_API[name]}", __name__), name)
 
 
 __all__ = ["WaveConfig", "WaveConfigError", *_model_classes, *_TRAINING_API]

@@ -563,8 +563,8 @@ class WavePreTrainedModel(PreTrainedModel):
         """The tables that `sparse_embeddings_enable()` makes sparse: token and n-gram embeddings and the wide part.
         Position embeddings stay dense (every step touches most of their rows)."""
         embeddings = self.base_model.embeddings
-        tables = (embeddings.word_embeddings, getattr(embeddings, "ngram_embeddings", None), getattr(self, "wide", None))
-        return [table for table in tables if table is not None]
+        tables = (embeddings.word_embeddings, getattr(embeddings, "ngram_embeddings", None))
+        return [table for table in (*tables, getattr(self, "wide", None)) if table is not None]
 
     def sparse_embeddings_enable(self):
         """Give the token, n-gram and wide tables sparse gradients: a step touches only the rows of the batch's tokens

@@ -42,8 +42,8 @@ def enable_sparse_embeddings(model, sharded: bool = False) -> bool:
     """
     if not hasattr(model, "sparse_embeddings_enable"):
         raise ValueError(
-            f"sparse_embeddings=True: {type(model).__name__} is not a Wave model (it has no sparse_embeddings_enable). "
-            "Train it with sparse_embeddings=False."
+            f"sparse_embeddings=True: {type(model).__name__} is not a Wave model (no sparse_embeddings_enable). Train "
+            "it with sparse_embeddings=False."
         )
     if sharded:
         raise ValueError(
@@ -54,9 +54,9 @@ def enable_sparse_embeddings(model, sharded: bool = False) -> bool:
         backend = torch.distributed.get_backend()
         if backend != "gloo":
             logger.warning(
-                f"sparse_embeddings=True needs an all-reduce of sparse gradients, which the {backend} backend does not "
-                "have (torch's sparse all-reduce is gloo's): the tables stay dense for this run (AdamW, plain clipping: "
-                "the same model, slower steps). Launch with --ddp_backend gloo to keep them sparse."
+                f"sparse_embeddings=True needs an all-reduce of sparse gradients, which the {backend} backend does "
+                "not have (torch's sparse all-reduce is gloo's): the tables stay dense for this run (AdamW, plain "
+                "clipping: the same model, slower steps). Launch with --ddp_backend gloo to keep them sparse."
             )
             return False
     model.sparse_embeddings_enable()

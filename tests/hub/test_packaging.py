@@ -50,6 +50,11 @@ MODEL_ONLY_CHILD = textwrap.dedent(
     assert torch.equal(model(ids).logits, reloaded(ids).logits)
     missing = [name for name in ("datasets", "evaluate", "accelerate", "sklearn") if name in sys.modules]
     assert not missing, missing
+    try:  # the training API (imported on first use) needs Trainer, hence Accelerate: it says so
+        from modeling_wave import WaveTrainer  # noqa: F401
+        raise AssertionError("WaveTrainer imported without accelerate")
+    except ImportError as error:
+        assert "accelerate" in str(error).lower(), error
     print("model-only install works")
     """
 )

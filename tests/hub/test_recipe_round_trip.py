@@ -1,8 +1,9 @@
 """The recipe (`configuration/train/wave-recipe.json`, the main preset) from training to a stranger's hands: a
-checkpoint trained briefly by `run_classification.py` (sparse tables, `WaveTrainer`) on a TREC subset is pushed to a
-local Hub (`hub_server.py`), pulled where `modeling_wave` cannot be imported (`trust_remote_code=True`), fine-tuned
-on SUBJ (2 classes, not TREC's 6) with the plain `transformers.Trainer` and used through `pipeline`. On the same
-checkpoint, locally: a LoRA adapter trained with the plain Trainer, and the ONNX export checked with ONNX Runtime.
+checkpoint trained briefly by `run_classification.py` (sparse tables, `WaveTrainer`) on a TREC subset is fine-tuned
+by the issue's own plain Trainer script (package imported, and through `trust_remote_code` alone), pushed to a local
+Hub (`hub_server.py`), pulled where `modeling_wave` cannot be imported (`trust_remote_code=True`), fine-tuned on SUBJ
+(2 classes, not TREC's 6) with the plain `transformers.Trainer` and used through `pipeline`. On the same checkpoint,
+locally: a LoRA adapter trained with the plain Trainer, and the ONNX export checked with ONNX Runtime.
 
 The tables of the recipe are small here (`ngram_buckets=1000,wide_buckets=4096`) so that the run takes seconds; the
 model is otherwise the preset's (hidden 64, bigram embeddings, wide uni-, bi- and trigram part).
@@ -12,6 +13,8 @@ Run: `OMP_NUM_THREADS=1 python -m pytest tests/hub/test_recipe_round_trip.py -q`
 
 import csv
 import json
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import peft
@@ -23,9 +26,9 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, Traini
 
 from conftest import EXPECTED_AUTO_MAP, REPO_ROOT, shared_data_dir
 from example_scripts import load_example
-from hub_server import LocalHub
+from fresh_python import run_outside_the_checkout
 from modeling_wave import WaveForSequenceClassification
-from test_hub import PICKLE_SUFFIXES, run_client
+from test_hub import PICKLE_SUFFIXES, home, hub, run_client  # noqa: F401  (home, hub: the Hub's fixtures)
 
 REPO_ID = "user/wave-recipe"
 SUBJ_LABELS = {0: "subjective", 1: "objective"}  # shared/data/subj/README.md
@@ -87,7 +90,7 @@ def test_recipe_trained_with_sparse_tables_and_saved_a_plain_checkpoint(recipe, 
     config = json.loads((recipe / "config.json").read_text())
     assert "sparse_embeddings" not in config and config["auto_map"] == EXPECTED_AUTO_MAP
     assert (config["hidden_size"], config["ngram_sizes"], config["wide_ngram_sizes"]) == (64, [2], [1, 2, 3])
-    assert len(config["id2label"]) == 6  # TREC's classes
+    assert list(config["id2label"].values()) == [f"LABEL_{i}" for i in range(6)]  # TREC's classes, unnamed in its CSV
     assert {"model.safetensors", "modeling_wave.py", "configuration_wave.py", "tokenizer.json"} <= {
         path.name for path in recipe.iterdir()
     }
@@ -95,20 +98,52 @@ def test_recipe_trained_with_sparse_tables_and_saved_a_plain_checkpoint(recipe, 
     assert recipe_model.wide is not None and recipe_model.wide.weight.abs().sum() > 0  # the wide part was trained
 
 
+# -- a user's own plain Trainer script on the checkpoint, with the package and without it -----------------------------
+
+# The user's script of issue 28 (the texts are theirs, not TREC's), plus the evaluation loss on its rows before and after training.
+USER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    if PACKAGE == "with-package":
+        import modeling_wave  # registers the Wave classes with the Auto classes
+        load = {}
+    else:
+        sys.modules["modeling_wave"] = None  # any `import modeling_wave` now raises ImportError
+        load = {"trust_remote_code": True}
+    import json
+    from pathlib import Path
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from datasets import Dataset
+
+    folder = sys.argv[1]
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, **load)
+    ds = Dataset.from_dict({"text": ["great movie", "terrible plot"] * 32, "label": [1, 0] * 32})
+    ds = ds.map(lambda b: tok(b["text"]), batched=True)
+    args = TrainingArguments("out", per_device_train_batch_size=16, max_steps=4, report_to=[], use_cpu=True)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, eval_dataset=ds, processing_class=tok)
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate()["eval_loss"]
+    report = {"before": before, "after": after, "model_module": type(model).__module__,
+              "sparse": any(getattr(m, "sparse", False) for m in model.modules())}
+    Path("report.json").write_text(json.dumps(report))
+    """
+)
+
+
+
+@pytest.mark.parametrize("package", ["with-package", "without-package"])
+def test_the_issues_plain_trainer_script_fine_tunes_the_recipe_checkpoint(recipe, tmp_path_factory, package):
+    script = f"PACKAGE = {package!r}\n{USER_SCRIPT}"
+    cwd, _ = run_outside_the_checkout(script, recipe, tmp_path_factory)
+    report = json.loads((Path(cwd) / "report.json").read_text())
+    assert report["after"] < report["before"] and not report["sparse"]
+    remote = report["model_module"].startswith("transformers_modules")
+    assert remote == (package == "without-package"), report["model_module"]
+
+
 # -- push, then pull and fine-tune where the package is not installed -----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hub():
-    hub = LocalHub().start()
-    yield hub
-    hub.stop()
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """`HF_HOME` of every client of `hub`, outside the repository."""
-    return tmp_path_factory.mktemp("hf-home")
 
 
 PUSH = """
