@@ -4,7 +4,8 @@
     python examples/run_suite.py configuration/suites/suite-five-sets.json [--seeds 42,43,44] [--sets trec,subj] [--quick]
 
 The JSON names the sets (a data folder and the options that set needs, e.g. `csv_header: false` for AG News), the
-models (an example script and its preset: the same preset on every set) and the seeds. Every (set, model, seed) runs
+models (an example script and its preset: the same preset on every set; a model with `"teacher": NAME` is distilled
+from that model's run on the same set and seed) and the seeds. Every (set, model, seed) runs
 as its own command, printed and stored with its result, so one run can be repeated by hand; runs already finished
 in the output folder are kept (rerunning continues an interrupted suite). Each seed has its own 80/20 split of the
 training set. Writes `suite.json` (every run) and `suite.md` (mean test accuracy, its spread over the seeds,
@@ -53,8 +54,16 @@ def run_command(spec: dict, data_set: dict, model: dict, seed: int, output_dir: 
     settings = {"data_dir": data_set["data_dir"], **data_set.get("args", {}), **model.get("args", {})}
     if quick:
         settings.update({**spec["quick"].get("all", {}), **spec["quick"].get(model["name"], {})})
+    if "teacher" in model:  # a distilled student: the teacher model's run on the same set and seed
+        settings["teacher"] = str(output_dir.parent / f"{data_set['name']}-{model['teacher']}-seed{seed}")
     settings.update(seed=seed, output_dir=str(output_dir))
     return script_command(model["script"], model["preset"], settings)
+
+
+def in_running_order(models: list[dict]) -> list[dict]:
+    """The models, teachers before the students that learn from their runs."""
+    teachers = {model["teacher"] for model in models if "teacher" in model}
+    return sorted(models, key=lambda model: model["name"] not in teachers)
 
 
 def summarise(runs: list[dict], sets: list[dict], models: list[dict]) -> list[dict]:
@@ -130,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     done = {(r["set"], r["model"], r["seed"]) for r in runs}
 
     for data_set in sets:
-        for model in models:
+        for model in in_running_order(models):
             for seed in seeds:
                 if (data_set["name"], model["name"], seed) in done:
                     continue

@@ -39,6 +39,7 @@ from wave_examples.data import build_compute_metrics
 from wave_examples.training import last_checkpoint, parse_classification_arguments, prepare_model_and_data
 
 logger = logging.getLogger(__name__)
+LOOP_SAMPLINGS = ("random", "group_by_length")  # the train_sampling_strategy values this loop draws batches by
 
 
 @dataclass
@@ -108,15 +109,14 @@ def warn_if_setup_ignored(accelerator: Accelerator):
             )
 
 
-def refuse_what_this_loop_cannot_honour(training_args, accelerator: Accelerator):
-    """Options that only Trainer (`run_classification.py`) applies: refused by name rather than silently training
-    another model."""
+def refuse_what_this_loop_cannot_honour(training_args, data_args):
+    """What only Trainer (`run_classification.py`) does, refused by name rather than quietly training another model."""
+    sampling = training_args.train_sampling_strategy
     refused = {
+        "--teacher (distillation: WaveTrainer's loss)": data_args.teacher,
         "--torch_compile (Trainer compiles the model; here, compile it yourself)": training_args.torch_compile,
         "--push_to_hub (Trainer's; push the saved folder with `huggingface_hub`)": training_args.push_to_hub,
-        f"--train_sampling_strategy {training_args.train_sampling_strategy} (random or group_by_length here)": (
-            training_args.train_sampling_strategy not in ("random", "group_by_length")
-        ),
+        f"--train_sampling_strategy {sampling} (random or group_by_length here)": sampling not in LOOP_SAMPLINGS,
     }
     if named := [option for option, given in refused.items() if given]:
         raise ValueError(f"train_accelerate.py cannot honour {'; '.join(named)}. Use run_classification.py (the same "
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.argv[1:] if argv is None else argv
     )
     accelerator = build_accelerator(training_args)
-    refuse_what_this_loop_cannot_honour(training_args, accelerator)
+    refuse_what_this_loop_cannot_honour(training_args, data_args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     if not accelerator.is_local_main_process:

@@ -40,6 +40,7 @@ _TRAINING_API = {
     "WaveTrainer": "trainer_wave",
     "WaveTrainingArguments": "trainer_wave",
     "init_word_embeddings": "trainer_wave",
+    "distillation_loss": "trainer_wave",
     "LazyAdamW": "optimization_wave",
     "WaveSchedule": "optimization_wave",
     "clip_grad_norm_sparse_aware_": "optimization_wave",

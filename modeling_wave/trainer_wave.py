@@ -15,6 +15,7 @@ saved with the model: every checkpoint trains with the plain `Trainer` (dense) a
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments
 from transformers.utils import logging
@@ -27,6 +28,9 @@ from .optimization_wave import (
 )
 
 logger = logging.get_logger(__name__)
+
+DISTILLATION_LOSSES = ("mse", "kl")
+TEACHER_LOGITS = "teacher_logits"  # the training set's column of a teacher's logits, for distillation
 
 
 @dataclass
@@ -52,6 +56,30 @@ class WaveTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Learning rate of the token and n-gram embedding tables (default: learning_rate)."},
     )
+    distillation_alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Distillation (a `teacher_logits` column in the training set): the weight of the teacher's soft "
+            "targets in the loss; the labels get 1 - alpha. Rows labelled -100 (augmented texts) learn from the "
+            "teacher alone."
+        },
+    )
+    distillation_loss: str = field(
+        default="mse",
+        metadata={"help": "'mse' on logits (Tang et al. 2019's best) or 'kl' on softened probabilities (Hinton et al.)."},
+    )
+    distillation_temperature: float = field(
+        default=1.0, metadata={"help": "Temperature of the 'kl' distillation loss (its gradient is scaled by T^2)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.distillation_alpha <= 1:
+            raise ValueError(f"distillation_alpha must be in [0, 1], got {self.distillation_alpha!r}.")
+        if self.distillation_loss not in DISTILLATION_LOSSES:
+            raise ValueError(f"distillation_loss must be one of {DISTILLATION_LOSSES}, got {self.distillation_loss!r}.")
+        if not self.distillation_temperature > 0:
+            raise ValueError(f"distillation_temperature must be > 0, got {self.distillation_temperature!r}.")
 
 
 class WaveTrainer(Trainer):
@@ -72,6 +100,30 @@ class WaveTrainer(Trainer):
             self.optimizer = create_wave_optimizer(self.model if model is None else model, self.args)
         return super().create_optimizer(model)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Trainer's loss, or with a `teacher_logits` column the distillation loss (`distillation_loss`)."""
+        teacher_logits = inputs.pop(TEACHER_LOGITS, None)
+        if teacher_logits is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = distillation_loss(
+            outputs.logits,
+            teacher_logits,
+            labels,
+            alpha=getattr(self.args, "distillation_alpha", 0.5),
+            kind=getattr(self.args, "distillation_loss", "mse"),
+            temperature=getattr(self.args, "distillation_temperature", 1.0),
+        )
+        return (loss, outputs) if return_outputs else loss
+
+    def _set_signature_columns_if_needed(self):
+        """Trainer keeps the dataset columns that `forward` names; `teacher_logits` is the loss's, kept too. (A
+        private hook, pinned by tests/model/test_trainer_wave.py.)"""
+        super()._set_signature_columns_if_needed()
+        if TEACHER_LOGITS not in self._signature_columns:
+            self._signature_columns.append(TEACHER_LOGITS)
+
     # Trainer's two gradient-norm hooks (private, transformers >= 5.25; tests/model/test_trainer_wave.py pins their
     # signatures, so that an upgrade that renames them fails loudly instead of leaving sparse gradients unclipped):
     # Trainer clips and logs the norm with torch's `clip_grad_norm_`, which refuses sparse gradients.
@@ -87,6 +139,40 @@ class WaveTrainer(Trainer):
         if grad_norm is None and has_sparse_gradients(model.parameters()):
             grad_norm = clip_grad_norm_sparse_aware_(model.parameters(), float("inf"))
         return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+
+def distillation_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.5,
+    kind: str = "mse",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """(1 - alpha) x cross-entropy on the labels + alpha x the teacher's soft targets, (B, C), (B, C), (B,) -> ().
+
+    The soft part is the mean squared error between the logits (Tang et al. 2019, "Distilling Task-Specific Knowledge
+    from BERT into Simple Neural Networks": best for their BiLSTM student) or, with `kind="kl"`, T^2 x KL(teacher ||
+    student) of the probabilities softened by the temperature T (Hinton et al. 2015). Rows labelled -100 (texts the
+    teacher labelled, such as augmented ones) have no hard part; a batch of them only is learned from the teacher.
+    """
+    if kind not in DISTILLATION_LOSSES:
+        raise ValueError(f"distillation_loss must be one of {DISTILLATION_LOSSES}, got {kind!r}.")
+    if teacher_logits.shape != logits.shape:
+        raise ValueError(
+            f"teacher_logits have shape {tuple(teacher_logits.shape)}, the student's logits {tuple(logits.shape)}: the "
+            "teacher must score the student's classes."
+        )
+    teacher_logits = teacher_logits.to(logits.dtype)
+    if kind == "mse":
+        soft = nn.functional.mse_loss(logits, teacher_logits)
+    else:
+        log_student = nn.functional.log_softmax(logits / temperature, dim=-1)
+        log_teacher = nn.functional.log_softmax(teacher_logits / temperature, dim=-1)
+        soft = nn.functional.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2
+    labelled = labels != -100
+    hard = nn.functional.cross_entropy(logits[labelled], labels[labelled]) if labelled.any() else logits.new_zeros(())
+    return (1 - alpha) * hard + alpha * soft
 
 
 def init_word_embeddings(model, source: str, tokenizer):
@@ -121,4 +207,4 @@ def init_word_embeddings(model, source: str, tokenizer):
     logger.info(f"Token embeddings initialised from {source} ({tuple(table.shape)}).")
 
 
-__all__ = ["WaveTrainer", "WaveTrainingArguments", "init_word_embeddings"]
+__all__ = ["WaveTrainer", "WaveTrainingArguments", "distillation_loss", "init_word_embeddings"]

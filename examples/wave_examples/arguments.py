@@ -90,6 +90,17 @@ class DataArguments:
         "Which tokens a text longer than max_seq_length keeps: 'head' (the first ones) or 'head_tail' (the first "
         "quarter and the last three quarters, Sun et al. 2019's best on IMDB: reviews end with their verdict).",
     )
+    teacher: str | None = option(
+        None,
+        "Distillation: a trained sequence classifier (folder, e.g. a run of configuration/train/minilm-teacher.json) "
+        "whose logits on the training texts (and their augmented copies) the student learns from, with its own "
+        "tokenizer; its classes must be the data's. The loss: --distillation_alpha, --distillation_loss.",
+    )
+    augmented_copies: int = option(
+        0, "Distillation: augmented copies of every training text, labelled by the teacher (Tang et al. 2019)."
+    )
+    mask_prob: float = option(0.1, "Augmentation: each word of a copy becomes [MASK] with this probability.")
+    ngram_prob: float = option(0.25, "Augmentation: a copy is cut to a random 1-5-gram of its words this often.")
     max_train_samples: int | None = option(None, "Use only this many training texts.")
     max_eval_samples: int | None = option(None, "Use only this many validation texts.")
     max_test_samples: int | None = option(None, "Use only this many test texts.")
@@ -104,6 +115,11 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive number of texts (or unset for all), got {value!r}.")
+        if self.augmented_copies < 0 or (self.augmented_copies and self.teacher is None):
+            raise ValueError(
+                f"augmented_copies={self.augmented_copies}: copies need a teacher to label them (--teacher PATH), and "
+                "a number >= 0."
+            )
         if not 0 < self.validation_split_percentage < 100:
             raise ValueError(
                 f"validation_split_percentage must be between 0 and 100, got {self.validation_split_percentage!r}."

@@ -15,6 +15,7 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
+from modeling_wave.trainer_wave import TEACHER_LOGITS
 from wave_examples.arguments import DataArguments
 from wave_examples.hub import OFFLINE_COPIES, package_model_path, resolve_pretrained_path
 
@@ -89,9 +90,14 @@ def tokenize_splits(raw: datasets.DatasetDict, tokenizer, max_seq_length: int) -
     def tokenize(batch):
         encoded = tokenizer(batch["text"], truncation=True, max_length=max_seq_length)
         encoded["labels"] = batch["label"]
+        if TEACHER_LOGITS in batch:  # distillation: the teacher's scores travel with their text
+            encoded[TEACHER_LOGITS] = batch[TEACHER_LOGITS]
         return encoded
 
-    tokenized = raw.map(tokenize, batched=True, remove_columns=raw["train"].column_names, desc="Tokenizing")
+    tokenized = datasets.DatasetDict({
+        split: dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="Tokenizing")
+        for split, dataset in raw.items()
+    })  # fmt: skip
     truncated = sum(len(ids) == max_seq_length for ids in tokenized["train"]["input_ids"])
     logger.warning(
         f"{truncated} of {len(tokenized['train'])} training texts ({100 * truncated / len(tokenized['train']):.1f}%) "
@@ -109,7 +115,7 @@ def truncate_splits(tokenized: datasets.DatasetDict, max_seq_length: int, trunca
     def truncate(batch):
         cut = {}
         for key, rows in batch.items():
-            if key == "labels":
+            if key in ("labels", TEACHER_LOGITS):
                 cut[key] = rows
             elif key == "input_ids":
                 cut[key] = [row if len(row) <= max_seq_length else row[:head] + row[-tail:] for row in rows]

@@ -24,6 +24,7 @@ from wave_examples.data import (
     tokenize_splits,
     truncate_splits,
 )
+from wave_examples.distillation import add_teacher_logits, augment_training_set, load_teacher
 from wave_examples.hub import resolve_pretrained_path
 from wave_examples.schedule import apply_schedule
 
@@ -60,6 +61,8 @@ def prepare_model_and_data(model_args, data_args, training_args, schedule_args, 
     phase = phase or (lambda name: contextlib.nullcontext())
     with phase("data"):
         raw, label_names = load_raw_splits(data_args, seed=training_args.seed)
+        if data_args.teacher:
+            raw["train"] = distillation_set(raw["train"], data_args, label_names, training_args)
     logger.info(f"Splits: { {split: len(dataset) for split, dataset in raw.items()} }; classes {label_names}")
     with phase("model"):
         checkpoint_tokenizer = model_args.model_name_or_path if model_args.model_name_or_path else None
@@ -85,6 +88,20 @@ def prepare_model_and_data(model_args, data_args, training_args, schedule_args, 
         f"({model.num_parameters(exclude_embeddings=True):,} without embeddings)"
     )
     return model, tokenizer, tokenized, label_names
+
+
+def distillation_set(train, data_args, label_names: list[str], training_args):
+    """The training texts and their augmented copies, with the teacher's logits (cached by `datasets`)."""
+    teacher_path = str(resolve_pretrained_path(data_args.teacher))
+    teacher, teacher_tokenizer = load_teacher(teacher_path, label_names)
+    with training_args.main_process_first(desc="teacher logits"):
+        train = augment_training_set(
+            train, data_args.augmented_copies, training_args.seed, data_args.mask_prob, data_args.ngram_prob
+        )
+        train = add_teacher_logits(train, teacher, teacher_tokenizer, teacher_path)
+    logger.info(f"Distillation from {teacher_path}: {len(train):,} training texts ({data_args.augmented_copies} "
+                "augmented copies of each, labelled by the teacher alone).")  # fmt: skip
+    return train
 
 
 def prepare_classification(model_args, data_args, training_args, schedule_args, phase=None):
@@ -195,6 +212,12 @@ class ClassificationTrainer(WaveTrainer):
             return
         path = Path(self.args.output_dir) / "README.md"
         card = ModelCard.load(path)
+        base = card.data.base_model
+        if isinstance(base, str) and (base.endswith(".json") or Path(base).exists()):
+            # Trainer takes the config a new model was built from for a Hub model it was fine-tuned from.
+            card.data.base_model = None
+            fine_tuned = f"This model is a fine-tuned version of [{base}](https://huggingface.co/{base}) on "
+            card.text = card.text.replace(fine_tuned, "This model was trained from scratch on ")
         card.data.pipeline_tag = "text-classification"
         card.data.license = self.card_info.get("license", card.data.license)
         card.data.metrics = ["accuracy", "f1"]

@@ -158,6 +158,8 @@ def test_output_folder_is_a_checkpoint_with_label_names(imdb_run):
     card = (imdb_run / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card
     assert "## Test results" in card
+    # Trained from a config, not fine-tuned from a Hub model: no base_model (the Hub refuses a path there).
+    assert "base_model" not in card and "trained from scratch" in card
 
 
 def test_output_folder_works_in_a_pipeline(imdb_run):

@@ -25,6 +25,7 @@ from modeling_wave import (
     WaveTrainingArguments,
     clip_grad_norm_sparse_aware_,
     create_wave_optimizer,
+    distillation_loss,
     enable_sparse_embeddings,
     sparse_gradient_parameters,
     wave_schedule,
@@ -301,3 +302,47 @@ def test_wave_trainer_logs_the_norm_of_sparse_gradients_and_clips_them(tmp_path)
     logged = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
     assert len(logged) == 2 and all(norm > 1e-2 for norm in logged)  # the norm before clipping
     assert norms_after_clipping == pytest.approx([1e-3, 1e-3], rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distillation: the loss of a `teacher_logits` column
+
+
+def test_distillation_loss_mixes_labels_and_the_teachers_soft_targets():
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(6, 3, requires_grad=True), torch.randn(6, 3)
+    labels = torch.tensor([0, 2, 1, -100, -100, 1])  # two rows the teacher alone labelled
+    hard = torch.nn.functional.cross_entropy(logits[[0, 1, 2, 5]], labels[[0, 1, 2, 5]])
+    mse = torch.nn.functional.mse_loss(logits, teacher)
+    torch.testing.assert_close(distillation_loss(logits, teacher, labels, alpha=0.0), hard)
+    torch.testing.assert_close(distillation_loss(logits, teacher, labels, alpha=1.0), mse)
+    torch.testing.assert_close(distillation_loss(logits, teacher, labels, alpha=0.3), 0.7 * hard + 0.3 * mse)
+    t = 2.0
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits / t, -1), torch.softmax(teacher / t, -1),
+                                    reduction="batchmean") * t**2  # fmt: skip
+    torch.testing.assert_close(distillation_loss(logits, teacher, labels, 1.0, "kl", t), kl)
+    only_teacher = distillation_loss(logits, teacher, torch.full((6,), -100), alpha=0.5)
+    torch.testing.assert_close(only_teacher, 0.5 * mse)
+    only_teacher.backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_distillation_refuses_a_teacher_of_other_classes_and_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match=r"teacher_logits have shape \(2, 3\), the student's logits \(2, 2\)"):
+        distillation_loss(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+    for bad, match in (({"distillation_alpha": 1.5}, "distillation_alpha"), ({"distillation_loss": "l1"}, "one of"),
+                       ({"distillation_temperature": 0}, "distillation_temperature")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            WaveTrainingArguments(str(tmp_path), use_cpu=True, report_to=[], **bad)
+
+
+def test_wave_trainer_keeps_the_teacher_logits_column_through_trainers_private_hook(tmp_path):
+    """Trainer drops the dataset columns that `forward` does not name; `WaveTrainer` adds `teacher_logits` in
+    `_set_signature_columns_if_needed` (private: pinned here)."""
+    assert list(inspect.signature(Trainer._set_signature_columns_if_needed).parameters) == ["self"]
+    data = tiny_dataset().add_column("teacher_logits", [[1.0, -1.0]] * 64)
+    args = WaveTrainingArguments(str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=8)
+    trainer = WaveTrainer(model=WaveForSequenceClassification(SparseTablesTester(vocab_size=30522).config), args=args,
+                          train_dataset=data)  # fmt: skip
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["teacher_logits"].shape == (8, 2) and "teacher_logits" in trainer._signature_columns
