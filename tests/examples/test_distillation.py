@@ -165,3 +165,14 @@ def test_augmented_copies_follow_their_text_and_carry_no_label():
 def test_the_accelerate_loop_refuses_a_teacher_by_name(work, tmp_path):
     with pytest.raises(ValueError, match="--teacher"):
         load_example("train_accelerate").main(student_argv(work, tmp_path / "out"))
+
+
+def test_the_distillation_suite_quick_mode_runs_each_student_after_its_teacher(tmp_path):
+    """`run_suite.py` points a student (`"teacher": "teacher"`) at the teacher's run on the same set and seed."""
+    rows = load_example("run_suite").main(["configuration/suites/suite-distillation.json", "--quick", "--sets", "trec",
+                                           "--models", "student,teacher", "--output_dir", str(tmp_path)])  # fmt: skip
+    assert {r["model"] for r in rows} == {"student", "teacher"}
+    runs = json.loads((tmp_path / "suite.json").read_text())["runs"]
+    assert [r["model"] for r in runs] == ["teacher", "student"]
+    assert f"--teacher {tmp_path / 'trec-teacher-seed42'}" in runs[1]["command"]
+    assert (tmp_path / "trec-teacher-seed42" / "all_results.json").exists()
