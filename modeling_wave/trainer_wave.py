@@ -9,7 +9,8 @@ sentence-transformers ships its `SentenceTransformerTrainer`.
 
 With `sparse_embeddings=True` the model's token, n-gram and wide tables get sparse gradients for the run
 (`model.sparse_embeddings_enable()`), AdamW becomes `LazyAdamW` and clipping takes sparse gradients. None of it is
-saved with the model: every checkpoint trains with the plain `Trainer` (dense) as well.
+saved with the model: every checkpoint trains with the plain `Trainer` (dense) as well. A training set with a
+`teacher_logits` column trains a student of that teacher (`distillation_loss`, docs/distillation.md).
 """
 
 from dataclasses import dataclass, field
@@ -84,8 +85,9 @@ class WaveTrainingArguments(TrainingArguments):
 
 class WaveTrainer(Trainer):
     """`Trainer` for Wave models: `WaveTrainingArguments`' switches (sparse tables, per-table learning rates), the
-    optimizer of `create_wave_optimizer` and gradient clipping that takes sparse gradients. With plain
-    `TrainingArguments`, or `sparse_embeddings=False` and no per-table rates, it trains exactly as `Trainer`.
+    optimizer of `create_wave_optimizer`, gradient clipping that takes sparse gradients, and the distillation loss
+    where the training set has a `teacher_logits` column (`distillation_loss`). With plain `TrainingArguments`, no
+    `teacher_logits`, `sparse_embeddings=False` and no per-table rates, it trains exactly as `Trainer`.
     """
 
     def __init__(self, model=None, args: TrainingArguments | None = None, *positional, **kwargs):
