@@ -5,7 +5,7 @@ that the recipe derives from the training set.
 
 [`WaveTrainer`] uses all of it; a loop of your own (Accelerate, plain PyTorch) calls these functions:
 
-    model.sparse_embeddings_enable()                       # before DDP wraps the model
+    enable_sparse_embeddings(model)                        # before DDP wraps the model
     optimizer = create_wave_optimizer(model, training_args)
     ...
     loss.backward()
@@ -20,6 +20,7 @@ import inspect
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -206,8 +207,7 @@ class WaveSchedule:
 
 def covering_length(lengths: list[int], coverage: float, cap: int) -> int:
     """The smallest length (a multiple of 8) that keeps `coverage` of the texts whole, at most `cap`."""
-    ordered = sorted(lengths)
-    length = ordered[min(len(ordered) - 1, math.ceil(coverage * (len(ordered) - 1)))]  # numpy's "higher" quantile
+    length = int(np.quantile(np.asarray(lengths), coverage, method="higher"))
     return min(cap, 8 * math.ceil(length / 8))
 
 
