@@ -11,9 +11,9 @@ from pathlib import Path
 from wave_examples import REPO_ROOT
 
 
-def script_command(script: str, preset: str, settings: dict, extra: list[str] = ()) -> list[str]:
-    """`python script preset --key value ...` (JSON objects as JSON, everything else as its string)."""
-    command = [sys.executable, script, preset]
+def script_command(script: str, preset: str | None, settings: dict, extra: list[str] = ()) -> list[str]:
+    """`python script [preset] --key value ...` (JSON objects as JSON, everything else as its string)."""
+    command = [sys.executable, script] + ([preset] if preset else [])
     for key, value in settings.items():
         command += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
     return command + list(extra)
@@ -24,9 +24,10 @@ def printable(command: list[str]) -> str:
     return shlex.join(["python" if command[0] == sys.executable else command[0], *command[1:]])
 
 
-def run_script(command: list[str], output_dir: Path) -> dict:
-    """Run `command` from the repository root, its output in `<output_dir>.log`; its `all_results.json`, with the
-    command's wall-clock seconds (start-up, data, training and evaluation) as `end_to_end_seconds`."""
+def run_script(command: list[str], output_dir: Path, results_name: str = "all_results.json") -> dict:
+    """Run `command` from the repository root, its output in `<output_dir>.log`; its results (`all_results.json`, or
+    what `results_name` names), with the command's wall-clock seconds (start-up, data, training and evaluation) as
+    `end_to_end_seconds`."""
     output_dir = Path(output_dir) if Path(output_dir).is_absolute() else REPO_ROOT / output_dir
     log_path = output_dir.with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,4 +37,4 @@ def run_script(command: list[str], output_dir: Path) -> dict:
     seconds = time.perf_counter() - start
     if completed.returncode != 0:
         raise RuntimeError(f"{printable(command)} failed (exit {completed.returncode}); see {log_path}")
-    return {**json.loads((output_dir / "all_results.json").read_text()), "end_to_end_seconds": seconds}
+    return {**json.loads((output_dir / results_name).read_text()), "end_to_end_seconds": seconds}

@@ -167,8 +167,9 @@ def test_the_accelerate_loop_refuses_a_teacher_by_name(work, tmp_path):
         load_example("train_accelerate").main(student_argv(work, tmp_path / "out"))
 
 
-def test_the_distillation_suite_quick_mode_runs_each_student_after_its_teacher(tmp_path):
-    """`run_suite.py` points a student (`"teacher": "teacher"`) at the teacher's run on the same set and seed."""
+def test_the_distillation_suite_quick_mode_runs_each_student_after_its_teacher_and_times_both(tmp_path):
+    """`run_suite.py` points a student (`"teacher": "teacher"`) at the teacher's run on the same set and seed; the
+    table has their parameters and, from export_onnx.py, their sequences per second by backend."""
     rows = load_example("run_suite").main(["configuration/suites/suite-distillation.json", "--quick", "--sets", "trec",
                                            "--models", "student,teacher", "--output_dir", str(tmp_path)])  # fmt: skip
     assert {r["model"] for r in rows} == {"student", "teacher"}
@@ -176,3 +177,14 @@ def test_the_distillation_suite_quick_mode_runs_each_student_after_its_teacher(t
     assert [r["model"] for r in runs] == ["teacher", "student"]
     assert f"--teacher {tmp_path / 'trec-teacher-seed42'}" in runs[1]["command"]
     assert (tmp_path / "trec-teacher-seed42" / "all_results.json").exists()
+    parameters = {r["model"]: r["parameters"] for r in rows}
+    assert parameters["teacher"] > parameters["student"] > 0
+    # The spec's `inference` entry: export_onnx.py on both runs, one after the other.
+    measured = json.loads((tmp_path / "suite.json").read_text())["inference"]
+    assert list(measured) == ["teacher", "student"]
+    for timing in measured.values():
+        assert set(timing["sequences_per_second"]) == {"PyTorch float32", "ONNX Runtime float32",
+                                                       "ONNX Runtime int8 dynamic"}  # fmt: skip
+        assert all(rate > 0 for rate in timing["sequences_per_second"].values())
+    table = (tmp_path / "suite.md").read_text()
+    assert "| teacher |" in table.split("Inference on trec")[1] and "x teacher's fastest" in table
